@@ -1,0 +1,1 @@
+"""Vision Big Bird for Hugging Face Transformers."""

@@ -1,0 +1,210 @@
+"""Vision Big Bird model configuration (Zhang & Gong, arXiv 2311.05988)."""
+
+from huggingface_hub.dataclasses import strict
+from transformers.backbone_utils import BackboneConfigMixin
+from transformers.configuration_utils import PreTrainedConfig
+
+
+# Sizes of the released presets: Swin-T/S/B geometry, each stage's heads split evenly over the three groups.
+PRESETS = {
+    "tiny": {"hidden_sizes": [96, 192, 384, 768], "depths": [2, 2, 6, 2], "num_heads": [3, 6, 12, 24]},
+    "small": {"hidden_sizes": [96, 192, 384, 768], "depths": [2, 2, 18, 2], "num_heads": [3, 6, 12, 24]},
+    "base": {"hidden_sizes": [128, 256, 512, 1024], "depths": [2, 2, 18, 2], "num_heads": [4, 8, 16, 32]},
+}
+
+RSWIN_SAMPLING_MODES = ("random", "grid")
+
+
+def split_heads_evenly(num_heads: int) -> tuple[int, int, int]:
+    """Split `num_heads` into (conv, rswin, global) counts as evenly as possible; leftovers go to RS-Win, then global."""
+    share, leftover = divmod(num_heads, 3)
+    return share, share + (leftover >= 1), share + (leftover >= 2)
+
+
+@strict(accept_kwargs=True)
+class VisionBigBirdConfig(BackboneConfigMixin, PreTrainedConfig):
+    r"""
+    Configuration of a Vision Big Bird model: a four-stage hierarchical vision transformer whose heads in every block
+    are split into depthwise-conv heads, random-window (RS-Win) heads and average-pooled global heads. The default
+    values give the tiny model (Swin-T sized); `VisionBigBirdConfig.from_preset("small")` and `("base")` give the
+    Swin-S and Swin-B sized ones.
+
+    Args:
+        image_size (`int` or `tuple[int, int]`, *optional*, defaults to 224):
+            Nominal input size, used only to size the optional absolute position embedding. The model runs at any
+            input size of at least 32x32 pixels.
+        num_channels (`int`, *optional*, defaults to 3):
+            Number of input channels.
+        hidden_sizes (`list[int]`, *optional*, defaults to `[96, 192, 384, 768]`):
+            Channels of each stage. The stem has stride 4; each later stage halves the resolution with a strided
+            3x3 convolution.
+        depths (`list[int]`, *optional*, defaults to `[2, 2, 6, 2]`):
+            Number of blocks in each stage.
+        num_heads (`list[int]`, *optional*, defaults to `[3, 6, 12, 24]`):
+            Heads per block in each stage; `hidden_sizes[i]` must be divisible by `num_heads[i]`.
+        conv_heads (`list[int]`, *optional*):
+            Heads of group 1 (depthwise convolution) per stage. Defaults to an even split of `num_heads`.
+        rswin_heads (`list[int]`, *optional*):
+            Heads of group 2 (random-sampling windows) per stage. Defaults to an even split of `num_heads`.
+        global_heads (`list[int]`, *optional*):
+            Heads of group 3 (average-pooled global attention) per stage. Defaults to an even split of `num_heads`.
+            In every stage `conv_heads + rswin_heads + global_heads == num_heads`; any group may have zero heads,
+            but not all three.
+        rswin_window_size (`int`, *optional*, defaults to 7):
+            RS-Win windows hold `rswin_window_size**2` tokens (fewer when a map has fewer tokens; when the token
+            count is not a multiple, windows differ in size by at most one token).
+        rswin_sampling (`str`, *optional*, defaults to `"random"`):
+            `"random"`: tokens are gathered into windows by a uniform random permutation (the paper's RS-Win).
+            `"grid"`: fixed square windows of the feature map (a non-random ablation).
+        rswin_seed (`int`, *optional*, defaults to 0):
+            Seed of the fixed permutation used in eval mode (one per layer and token grid), so inference is
+            deterministic.
+        rswin_sample_in_eval (`bool`, *optional*, defaults to `False`):
+            Keep drawing a new random permutation at every forward pass in eval mode too.
+        global_pool_size (`list[int]`, *optional*, defaults to `[7, 7, 7, 7]`):
+            Keys and values of the global heads are average-pooled to a grid of this size per stage (capped at the
+            feature map's own size).
+        conv_kernel_size (`int`, *optional*, defaults to 3):
+            Kernel size of the conv heads' depthwise convolution (odd).
+        mlp_ratio (`float`, *optional*, defaults to 4.0):
+            Ratio of the MLP hidden size to the block's channels.
+        hidden_act (`str`, *optional*, defaults to `"gelu"`):
+            Activation of the MLP.
+        hidden_dropout_prob (`float`, *optional*, defaults to 0.0):
+            Dropout after the embeddings, the attention output projection and the MLP.
+        attention_probs_dropout_prob (`float`, *optional*, defaults to 0.0):
+            Dropout on the attention probabilities.
+        drop_path_rate (`float`, *optional*, defaults to 0.1):
+            Stochastic depth rate, increased linearly over the blocks.
+        qkv_bias (`bool`, *optional*, defaults to `True`):
+            Bias in the query/key/value projections.
+        layer_norm_eps (`float`, *optional*, defaults to 1e-5):
+            Epsilon of the layer norms.
+        initializer_range (`float`, *optional*, defaults to 0.02):
+            Standard deviation of the truncated normal initializer of linear layers.
+        use_absolute_embeddings (`bool`, *optional*, defaults to `False`):
+            Add a learned absolute position embedding after the stem (off by default: the paper finds it
+            unnecessary). It is interpolated to the input's token grid.
+        out_features (`list[str]`, *optional*):
+            Backbone outputs, from `"stem"`, `"stage1"`, ... `"stage4"`.
+        out_indices (`list[int]`, *optional*):
+            Backbone outputs as indices into `stage_names`.
+
+    Example:
+
+    ```python
+    >>> from vision_bigbird_hf import VisionBigBirdConfig, VisionBigBirdModel
+
+    >>> config = VisionBigBirdConfig()  # tiny
+    >>> small = VisionBigBirdConfig.from_preset("small", num_labels=10)
+    >>> model = VisionBigBirdModel(config)
+    ```"""
+
+    model_type = "vision_bigbird"
+    attribute_map = {"num_attention_heads": "num_heads", "num_hidden_layers": "num_layers"}
+
+    image_size: int | list[int] | tuple[int, int] = 224
+    num_channels: int = 3
+    hidden_sizes: list[int] | tuple[int, ...] = (96, 192, 384, 768)
+    depths: list[int] | tuple[int, ...] = (2, 2, 6, 2)
+    num_heads: list[int] | tuple[int, ...] = (3, 6, 12, 24)
+    conv_heads: list[int] | tuple[int, ...] | None = None
+    rswin_heads: list[int] | tuple[int, ...] | None = None
+    global_heads: list[int] | tuple[int, ...] | None = None
+    rswin_window_size: int = 7
+    rswin_sampling: str = "random"
+    rswin_seed: int = 0
+    rswin_sample_in_eval: bool = False
+    global_pool_size: list[int] | tuple[int, ...] = (7, 7, 7, 7)
+    conv_kernel_size: int = 3
+    mlp_ratio: float | int = 4.0
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float | int = 0.0
+    attention_probs_dropout_prob: float | int = 0.0
+    drop_path_rate: float | int = 0.1
+    qkv_bias: bool = True
+    layer_norm_eps: float = 1e-5
+    initializer_range: float = 0.02
+    use_absolute_embeddings: bool = False
+    _out_features: list[str] | None = None
+    _out_indices: list[int] | None = None
+
+    def __post_init__(self, **kwargs):
+        self.hidden_sizes = list(self.hidden_sizes)
+        self.depths = list(self.depths)
+        self.num_heads = list(self.num_heads)
+        self.global_pool_size = list(self.global_pool_size)
+        even_splits = [split_heads_evenly(heads) for heads in self.num_heads]
+        for group_index, group in enumerate(("conv_heads", "rswin_heads", "global_heads")):
+            value = getattr(self, group)
+            setattr(self, group, [split[group_index] for split in even_splits] if value is None else list(value))
+        # Validate before anything derived is computed, so a bad value is reported as itself, with a ValueError.
+        self.validate_stage_lists()
+        self.validate_head_groups()
+        self.validate_group_knobs()
+        self.num_layers = len(self.depths)
+        self.hidden_size = self.hidden_sizes[-1]
+        self.stage_names = ["stem"] + [f"stage{idx}" for idx in range(1, len(self.depths) + 1)]
+        self.set_output_features_output_indices(
+            out_indices=kwargs.pop("out_indices", None), out_features=kwargs.pop("out_features", None)
+        )
+        super().__post_init__(**kwargs)
+
+    @classmethod
+    def from_preset(cls, name: str, **kwargs) -> "VisionBigBirdConfig":
+        """The `"tiny"`, `"small"` or `"base"` preset (Swin-T/S/B sized); keyword arguments override its fields."""
+        if name not in PRESETS:
+            raise ValueError(f"Unknown Vision Big Bird preset {name!r}; choose one of {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **kwargs})
+
+    def validate_stage_lists(self):
+        num_stages = len(self.hidden_sizes)
+        if num_stages == 0:
+            raise ValueError("hidden_sizes is empty: a Vision Big Bird needs at least one stage")
+        for name in ("depths", "num_heads", "conv_heads", "rswin_heads", "global_heads", "global_pool_size"):
+            values = getattr(self, name)
+            if len(values) != num_stages:
+                raise ValueError(
+                    f"{name} has {len(values)} entries but hidden_sizes has {num_stages}: give one value per stage"
+                )
+        for stage, (channels, depth, heads) in enumerate(zip(self.hidden_sizes, self.depths, self.num_heads), 1):
+            if channels <= 0 or depth <= 0 or heads <= 0:
+                raise ValueError(
+                    f"stage{stage}: hidden_sizes={channels}, depths={depth}, num_heads={heads} must all be positive"
+                )
+            if channels % heads != 0:
+                raise ValueError(
+                    f"stage{stage}: hidden_sizes={channels} is not divisible by num_heads={heads}; "
+                    "pick a head count that divides the channels"
+                )
+
+    def validate_head_groups(self):
+        splits = zip(self.num_heads, self.conv_heads, self.rswin_heads, self.global_heads)
+        for stage, (total, conv, rswin, global_) in enumerate(splits, start=1):
+            split = (conv, rswin, global_)
+            if min(split) < 0:
+                raise ValueError(f"stage{stage}: head groups (conv, rswin, global)={split} must not be negative")
+            if sum(split) != total:
+                raise ValueError(
+                    f"stage{stage}: head groups (conv, rswin, global)={split} add up to {sum(split)}, "
+                    f"not num_heads={total}"
+                )
+
+    def validate_group_knobs(self):
+        if self.rswin_window_size <= 0:
+            raise ValueError(f"rswin_window_size={self.rswin_window_size} must be a positive number of tokens per side")
+        if self.rswin_sampling not in RSWIN_SAMPLING_MODES:
+            raise ValueError(f"rswin_sampling={self.rswin_sampling!r} must be one of {RSWIN_SAMPLING_MODES}")
+        for stage, pool_size in enumerate(self.global_pool_size, start=1):
+            if pool_size <= 0:
+                raise ValueError(f"stage{stage}: global_pool_size={pool_size} must be positive")
+        if self.conv_kernel_size <= 0 or self.conv_kernel_size % 2 == 0:
+            raise ValueError(f"conv_kernel_size={self.conv_kernel_size} must be a positive odd number")
+        if self.mlp_ratio <= 0:
+            raise ValueError(f"mlp_ratio={self.mlp_ratio} must be positive")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name}={getattr(self, name)} must be in [0, 1)")
+
+
+__all__ = ["VisionBigBirdConfig", "PRESETS"]
