@@ -1,0 +1,726 @@
+"""PyTorch Vision Big Bird (Zhang & Gong, "Vision Big Bird: Random Sparsification for Full Attention", arXiv 2311.05988).
+
+A four-stage hierarchical vision transformer. Every block splits its heads into three groups that see the same
+normalised input and are concatenated before one output projection:
+
+1. conv heads: a depthwise convolution over the feature map (local features, positional information);
+2. RS-Win heads: tokens are gathered into windows by a uniform random permutation of positions, and softmax
+   attention runs inside each window (a new permutation at every training step, a fixed seeded one in eval);
+3. global heads: every query attends to keys/values average-pooled to a small fixed grid.
+
+All three cost O(N) in the number of tokens, and no position embedding is needed (an optional learned one exists
+for the ablation), so the model runs at any input size of at least 32x32 pixels.
+
+Classes, in file order: VisionBigBirdEmbeddings, VisionBigBirdDownsample, VisionBigBirdConvHeads,
+VisionBigBirdRSWinHeads, VisionBigBirdGlobalHeads, VisionBigBirdMixedAttention, VisionBigBirdMLP, VisionBigBirdLayer,
+VisionBigBirdStage, VisionBigBirdPreTrainedModel, VisionBigBirdEncoder, VisionBigBirdModel,
+VisionBigBirdForImageClassification, VisionBigBirdBackbone.
+
+Shape legend: B batch, H/W height/width of a stage's token grid, N = H*W tokens, C channels, h heads, d head dim,
+nW windows, w tokens per window, P pooled tokens.
+"""
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.backbone_utils import BackboneMixin, filter_output_hidden_states
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BackboneOutput
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
+from transformers.processing_utils import Unpack
+from transformers.utils import ModelOutput, TransformersKwargs
+from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
+from transformers.utils.output_capturing import OutputRecorder, capture_outputs
+
+from .configuration_vision_bigbird import VisionBigBirdConfig
+
+
+MIN_INPUT_SIZE = 32  # pixels; the stage-4 token grid is then 1x1
+
+
+# ---- Outputs ---------------------------------------------------------------
+
+
+@dataclass
+class VisionBigBirdEncoderOutput(ModelOutput):
+    """
+    last_hidden_state (`torch.FloatTensor` of shape `(batch_size, num_tokens, hidden_size)`):
+        Output of the last stage, before the final layer norm.
+    hidden_states (`tuple(torch.FloatTensor)`, *optional*):
+        The stem output, then each stage's output, each `(batch_size, num_tokens_of_stage, channels_of_stage)`.
+    attentions (`tuple(torch.FloatTensor)`, *optional*):
+        Per block with RS-Win heads: `(batch_size, rswin_heads, num_tokens, window_tokens)`, the weight each token
+        gives to each member of its window (windows shorter by one token have a zero last column).
+    global_attentions (`tuple(torch.FloatTensor)`, *optional*):
+        Per block with global heads: `(batch_size, global_heads, num_tokens, pooled_tokens)`, the weight each token
+        gives to each average-pooled key (pooled grid in raster order).
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    global_attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class VisionBigBirdModelOutput(ModelOutput):
+    """
+    last_hidden_state (`torch.FloatTensor` of shape `(batch_size, num_tokens, hidden_size)`):
+        Layer-normed output of the last stage; `num_tokens = ceil(H/32) * ceil(W/32)` in raster order.
+    pooler_output (`torch.FloatTensor` of shape `(batch_size, hidden_size)`):
+        Average of `last_hidden_state` over tokens.
+    hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned with `output_hidden_states=True`):
+        Five tensors: the stem output (stride 4) and the output of stages 1-4 (strides 4, 8, 16, 32), each
+        `(batch_size, num_tokens_of_stage, channels_of_stage)`.
+    attentions (`tuple(torch.FloatTensor)`, *optional*, returned with `output_attentions=True`):
+        RS-Win weights, one tensor per block with RS-Win heads: `(batch_size, rswin_heads, num_tokens,
+        window_tokens)`; entry `[b, h, n, j]` is the weight token `n` gives to the `j`-th member of its window.
+    global_attentions (`tuple(torch.FloatTensor)`, *optional*, returned with `output_attentions=True`):
+        Global weights, one tensor per block with global heads: `(batch_size, global_heads, num_tokens,
+        pooled_tokens)`.
+    reshaped_hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned with `output_hidden_states=True`):
+        The same five tensors as `hidden_states` as feature maps `(batch_size, channels, height, width)`.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    pooler_output: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    global_attentions: tuple[torch.FloatTensor, ...] | None = None
+    reshaped_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class VisionBigBirdImageClassifierOutput(ModelOutput):
+    """
+    loss (`torch.FloatTensor` of shape `(1,)`, *optional*, returned when `labels` is provided):
+        Classification (or regression if `config.num_labels == 1`) loss.
+    logits (`torch.FloatTensor` of shape `(batch_size, num_labels)`):
+        Classification scores before softmax.
+    hidden_states, attentions, global_attentions, reshaped_hidden_states:
+        As in [`VisionBigBirdModelOutput`].
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    global_attentions: tuple[torch.FloatTensor, ...] | None = None
+    reshaped_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+def tokens_to_feature_map(hidden_states: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(B, N, C) tokens in raster order -> (B, C, H, W) feature map."""
+    batch_size, _, channels = hidden_states.shape
+    return hidden_states.transpose(1, 2).reshape(batch_size, channels, height, width)
+
+
+def feature_map_to_tokens(feature_map: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) feature map -> (B, N, C) tokens in raster order."""
+    return feature_map.flatten(2).transpose(1, 2)
+
+
+def stage_spatial_shapes(height: int, width: int, num_stages: int) -> list[tuple[int, int]]:
+    """Token grids of the stem and each stage for an input of `height` x `width` pixels (stride 4, then x2 each)."""
+    grid = (math.ceil(height / 4), math.ceil(width / 4))
+    shapes = [grid, grid]
+    for _ in range(num_stages - 1):
+        grid = (math.ceil(grid[0] / 2), math.ceil(grid[1] / 2))
+        shapes.append(grid)
+    return shapes
+
+
+# ---- Stem and downsampling -------------------------------------------------
+
+
+class VisionBigBirdEmbeddings(nn.Module):
+    """Overlapping convolutional stem (7x7, stride 4) + layer norm, with an optional learned absolute position
+    embedding (off by default: paper Sec. 4 finds position embeddings unnecessary)."""
+
+    def __init__(self, config: VisionBigBirdConfig):
+        super().__init__()
+        self.num_channels = config.num_channels
+        embed_dim = config.hidden_sizes[0]
+        self.projection = nn.Conv2d(config.num_channels, embed_dim, kernel_size=7, stride=4, padding=3)
+        self.norm = nn.LayerNorm(embed_dim, eps=config.layer_norm_eps)
+        if config.use_absolute_embeddings:
+            image_size = config.image_size if isinstance(config.image_size, (list, tuple)) else (config.image_size,) * 2
+            grid = (math.ceil(image_size[0] / 4), math.ceil(image_size[1] / 4))
+            self.position_embeddings = nn.Parameter(torch.zeros(1, embed_dim, *grid))
+        else:
+            self.position_embeddings = None
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def check_pixel_values(self, pixel_values: torch.Tensor) -> None:
+        if pixel_values.ndim != 4:
+            raise ValueError(
+                f"pixel_values must have shape (batch_size, num_channels, height, width), got {tuple(pixel_values.shape)}"
+            )
+        _, num_channels, height, width = pixel_values.shape
+        if num_channels != self.num_channels:
+            raise ValueError(
+                f"pixel_values has {num_channels} channels but the configuration expects num_channels="
+                f"{self.num_channels}; convert the images (e.g. to RGB) or set num_channels"
+            )
+        if height < MIN_INPUT_SIZE or width < MIN_INPUT_SIZE:
+            raise ValueError(
+                f"pixel_values is {height}x{width} pixels; Vision Big Bird needs at least "
+                f"{MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} (four stages down to stride 32)"
+            )
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        """pixel_values: (B, C_in, H_in, W_in) -> hidden_states (B, N, C) with H = ceil(H_in/4), W = ceil(W_in/4)."""
+        self.check_pixel_values(pixel_values)
+        feature_map = self.projection(pixel_values.to(self.projection.weight.dtype))   # (B, C, H, W)
+        _, _, height, width = feature_map.shape
+        if self.position_embeddings is not None:
+            position_map = nn.functional.interpolate(
+                self.position_embeddings, size=(height, width), mode="bicubic", align_corners=False
+            )                                                                               # (1, C, H, W)
+            feature_map = feature_map + position_map
+        hidden_states = self.norm(feature_map_to_tokens(feature_map))                      # (B, N, C)
+        return self.dropout(hidden_states), height, width
+
+
+class VisionBigBirdDownsample(nn.Module):
+    """Strided 3x3 convolution (x2 downsampling, overlapping) + layer norm between stages."""
+
+    def __init__(self, config: VisionBigBirdConfig, in_channels: int, out_channels: int):
+        super().__init__()
+        self.projection = nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=2, padding=1)
+        self.norm = nn.LayerNorm(out_channels, eps=config.layer_norm_eps)
+
+    def forward(self, hidden_states: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, int, int]:
+        """(B, N, C_in) on an H x W grid -> (B, N', C_out) on a ceil(H/2) x ceil(W/2) grid."""
+        feature_map = self.projection(tokens_to_feature_map(hidden_states, height, width))  # (B, C_out, H', W')
+        _, _, height, width = feature_map.shape
+        return self.norm(feature_map_to_tokens(feature_map)), height, width                  # (B, N', C_out)
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs: Unpack[TransformersKwargs],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """query (B*, h, Nq, d), key/value (B*, h, Nk, d) -> output (B*, Nq, h, d), weights (B*, h, Nq, Nk)."""
+    attn_weights = torch.matmul(query, key.transpose(-1, -2)) * scaling                     # (B*, h, Nq, Nk)
+    if attention_mask is not None:
+        attn_weights = attn_weights + attention_mask
+    attn_weights = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    attn_weights = nn.functional.dropout(attn_weights, p=dropout, training=module.training)
+    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()           # (B*, Nq, h, d)
+    return attn_output, attn_weights
+
+
+# ---- Head group 1: depthwise-conv local heads ------------------------------
+
+
+class VisionBigBirdConvHeads(nn.Module):
+    """Paper Sec. 3: the first head group is a depthwise convolution over the feature map of its value channels;
+    it extracts local features and carries the positional information that replaces position embeddings."""
+
+    def __init__(self, config: VisionBigBirdConfig, channels: int):
+        super().__init__()
+        kernel_size = config.conv_kernel_size
+        self.depthwise = nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2, groups=channels)
+
+    def forward(self, values: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """values: (B, N, C_conv) -> (B, N, C_conv)."""
+        feature_map = tokens_to_feature_map(values, height, width)                           # (B, C_conv, H, W)
+        return feature_map_to_tokens(self.depthwise(feature_map))                            # (B, N, C_conv)
+
+
+# ---- Head group 2: Random-Sampling-Windows (RS-Win) heads ------------------
+
+
+def sample_window_order(num_tokens: int, device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A uniform random permutation of token positions (N,), drawn from torch's default generator unless
+    `generator` is given, so `torch.manual_seed` reproduces a training step (and gradient checkpointing's RNG
+    replay recomputes the same windows)."""
+    return torch.randperm(num_tokens, device=device, generator=generator)
+
+
+def seeded_window_order(height: int, width: int, seed: int, device: torch.device) -> torch.Tensor:
+    """A fixed pseudo-random permutation (N,) of an H x W grid, a pure function of (seed, H, W): the eval-mode
+    windows. Built from an integer hash of the positions with tensor ops only (no generator), so it is
+    deterministic on every device and traceable by torch.compile / torch.export."""
+    mixed_seed = (seed * 1_000_003 + height * 7_919 + width) % 2_147_483_647
+    keys = torch.arange(height * width, device=device, dtype=torch.int64) + mixed_seed      # (N,)
+    for multiplier in (1_103_515_245, 1_274_126_177):                                       # 31-bit products fit in int64
+        keys = (keys * multiplier) % 2_147_483_647
+        keys = keys ^ (keys >> 13)
+    return torch.argsort(keys, stable=True)                                                  # (N,)
+
+
+def grid_window_order(height: int, width: int, window_size: int, device: torch.device) -> torch.Tensor:
+    """Raster order of square window_size x window_size tiles (N,): the non-random ablation of RS-Win."""
+    rows = torch.arange(height, device=device).unsqueeze(1)                                 # (H, 1)
+    cols = torch.arange(width, device=device).unsqueeze(0)                                  # (1, W)
+    tiles_per_row = math.ceil(width / window_size)
+    tile = (rows // window_size) * tiles_per_row + cols // window_size                      # (H, W)
+    within = (rows % window_size) * window_size + cols % window_size                        # (H, W)
+    return torch.argsort((tile * window_size**2 + within).flatten(), stable=True)           # (N,)
+
+
+def window_sizes(num_tokens: int, max_window_tokens: int) -> list[tuple[int, int]]:
+    """Split N tokens into ceil(N / max_window_tokens) windows whose sizes differ by at most one token, so no
+    padding (and no attention mask) is needed: [(num_windows, tokens_per_window), ...], at most two entries."""
+    num_windows = math.ceil(num_tokens / max_window_tokens)
+    base, num_long = divmod(num_tokens, num_windows)
+    sizes = [(num_long, base + 1), (num_windows - num_long, base)]
+    return [(count, length) for count, length in sizes if count > 0]
+
+
+def tokens_to_windows(shuffled: torch.Tensor, sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
+    """(B, N, ...) tokens in window order -> one (B*nW, w, ...) tensor per window size in `sizes`."""
+    batch_size, _, *rest = shuffled.shape
+    chunks = shuffled.split([count * length for count, length in sizes], dim=1)             # (B, nW*w, ...) each
+    return [chunk.reshape(batch_size * count, length, *rest) for chunk, (count, length) in zip(chunks, sizes)]
+
+
+def windows_to_tokens(windows: list[torch.Tensor], batch_size: int) -> torch.Tensor:
+    """Inverse of `tokens_to_windows`: one (B*nW, w, ...) tensor per window size -> (B, N, ...) in window order."""
+    return torch.cat([group.reshape(batch_size, -1, *group.shape[2:]) for group in windows], dim=1)
+
+
+class VisionBigBirdRSWinHeads(nn.Module):
+    """Paper Sec. 3: Random-Sampling Windows. Tokens are permuted uniformly at random and cut into windows of
+    `rswin_window_size**2` tokens; softmax attention runs inside each window, and outputs are scattered back.
+    Training draws a new permutation at every forward pass; eval uses a fixed one per layer and token grid
+    (from `config.rswin_seed`), so the same image always gets the same output, whatever else is in its batch."""
+
+    def __init__(self, config: VisionBigBirdConfig, num_heads: int, head_dim: int, layer_index: int):
+        super().__init__()
+        self.config = config
+        self.num_heads = num_heads
+        self.head_dim = head_dim
+        self.window_tokens = config.rswin_window_size**2
+        self.seed = config.rswin_seed + layer_index
+        self.scaling = head_dim**-0.5
+        self.is_causal = False
+
+    def window_order(self, height: int, width: int, device: torch.device) -> torch.Tensor:
+        """The permutation (N,) that gathers tokens into consecutive windows."""
+        if self.config.rswin_sampling == "grid":
+            return grid_window_order(height, width, self.config.rswin_window_size, device)
+        if self.training or self.config.rswin_sample_in_eval:
+            return sample_window_order(height * width, device)
+        return seeded_window_order(height, width, self.seed, device)
+
+    def forward(self, qkv: torch.Tensor, height: int, width: int, **kwargs: Unpack[TransformersKwargs]):
+        """qkv: (B, N, 3*h*d) -> output (B, N, h*d), weights (B, h, N, w) or None (sdpa)."""
+        batch_size, num_tokens, _ = qkv.shape
+        order = self.window_order(height, width, qkv.device)                                 # (N,)
+        inverse_order = torch.empty_like(order).scatter_(0, order, torch.arange(num_tokens, device=qkv.device))
+        shuffled = qkv[:, order].unflatten(-1, (3, self.num_heads, self.head_dim))         # (B, N, 3, h, d)
+        sizes = window_sizes(num_tokens, self.window_tokens)
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        outputs, weights = [], []
+        for windows in tokens_to_windows(shuffled, sizes):                                  # at most 2 window sizes
+            query, key, value = windows.permute(2, 0, 3, 1, 4).unbind(0)                    # (B*nW, h, w, d) each
+            window_output, window_weights = attention_interface(
+                self,
+                query,
+                key,
+                value,
+                None,
+                dropout=self.config.attention_probs_dropout_prob if self.training else 0.0,
+                scaling=self.scaling,
+                **kwargs,
+            )                                                                                # (B*nW, w, h, d)
+            outputs.append(window_output.flatten(2))                                         # (B*nW, w, h*d)
+            weights.append(window_weights)
+        shuffled_output = windows_to_tokens(outputs, batch_size)                             # (B, N, h*d)
+        hidden_states = shuffled_output[:, inverse_order]                                   # (B, N, h*d)
+        if weights[0] is None:
+            return hidden_states, None
+        longest = sizes[0][1]
+        padded = [nn.functional.pad(w, (0, longest - w.shape[-1])).transpose(1, 2) for w in weights]  # (B*nW, w, h, w_max)
+        token_weights = windows_to_tokens(padded, batch_size)[:, inverse_order]             # (B, N, h, w_max)
+        return hidden_states, token_weights.transpose(1, 2)                                  # (B, h, N, w_max)
+
+
+# ---- Head group 3: average-pooled global heads -----------------------------
+
+
+class VisionBigBirdGlobalHeads(nn.Module):
+    """Paper Sec. 3: global heads. Every query attends to keys/values computed from the block input average-pooled
+    to a fixed `global_pool_size` grid (P tokens), so each token has global reach at O(N * P) cost."""
+
+    def __init__(self, config: VisionBigBirdConfig, channels: int, num_heads: int, head_dim: int, pool_size: int):
+        super().__init__()
+        self.config = config
+        self.num_heads = num_heads
+        self.head_dim = head_dim
+        self.pool_size = pool_size
+        self.scaling = head_dim**-0.5
+        self.is_causal = False
+        self.pool_norm = nn.LayerNorm(channels, eps=config.layer_norm_eps)
+        self.kv = nn.Linear(channels, 2 * num_heads * head_dim, bias=config.qkv_bias)
+
+    def forward(
+        self, query: torch.Tensor, hidden_states: torch.Tensor, height: int, width: int, **kwargs: Unpack[TransformersKwargs]
+    ):
+        """query: (B, N, h*d), hidden_states: (B, N, C) -> output (B, N, h*d), weights (B, h, N, P) or None."""
+        batch_size, num_tokens, _ = query.shape
+        pooled_map = nn.functional.adaptive_avg_pool2d(
+            tokens_to_feature_map(hidden_states, height, width),
+            (min(self.pool_size, height), min(self.pool_size, width)),
+        )                                                                                    # (B, C, p, p)
+        pooled_tokens = self.pool_norm(feature_map_to_tokens(pooled_map))                    # (B, P, C)
+        pooled_key, pooled_value = (
+            self.kv(pooled_tokens).unflatten(-1, (2, self.num_heads, self.head_dim)).permute(2, 0, 3, 1, 4).unbind(0)
+        )                                                                                    # (B, h, P, d) each
+        head_query = query.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)    # (B, h, N, d)
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        attn_output, attn_weights = attention_interface(
+            self,
+            head_query,
+            pooled_key,
+            pooled_value,
+            None,
+            dropout=self.config.attention_probs_dropout_prob if self.training else 0.0,
+            scaling=self.scaling,
+            **kwargs,
+        )                                                                                    # (B, N, h, d)
+        return attn_output.reshape(batch_size, num_tokens, -1), attn_weights                 # (B, N, h*d)
+
+
+# ---- Mixed attention, MLP, layer, stage, encoder ---------------------------
+
+
+class VisionBigBirdMixedAttention(nn.Module):
+    """The three head groups of one block. One fused projection produces the conv heads' values, the RS-Win heads'
+    queries/keys/values and the global heads' queries; the groups run side by side and their outputs are
+    concatenated (conv | RS-Win | global channels) before the shared output projection."""
+
+    def __init__(self, config: VisionBigBirdConfig, stage_index: int, layer_index: int):
+        super().__init__()
+        channels = config.hidden_sizes[stage_index]
+        head_dim = channels // config.num_heads[stage_index]
+        conv_channels = config.conv_heads[stage_index] * head_dim
+        rswin_channels = config.rswin_heads[stage_index] * head_dim
+        global_channels = config.global_heads[stage_index] * head_dim
+        self.split_sizes = [conv_channels, 3 * rswin_channels, global_channels]
+        self.qkv = nn.Linear(channels, sum(self.split_sizes), bias=config.qkv_bias)
+        self.conv_heads = VisionBigBirdConvHeads(config, conv_channels) if conv_channels else None
+        self.rswin_heads = (
+            VisionBigBirdRSWinHeads(config, config.rswin_heads[stage_index], head_dim, layer_index)
+            if rswin_channels
+            else None
+        )
+        self.global_heads = (
+            VisionBigBirdGlobalHeads(
+                config, channels, config.global_heads[stage_index], head_dim, config.global_pool_size[stage_index]
+            )
+            if global_channels
+            else None
+        )
+        self.proj = nn.Linear(channels, channels)
+        self.proj_dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor, height: int, width: int, **kwargs: Unpack[TransformersKwargs]):
+        """hidden_states: (B, N, C) -> (B, N, C)."""
+        conv_values, rswin_qkv, global_query = self.qkv(hidden_states).split(self.split_sizes, dim=-1)
+        mixed = []
+        if self.conv_heads is not None:
+            mixed.append(self.conv_heads(conv_values, height, width))                       # (B, N, C_conv)
+        if self.rswin_heads is not None:
+            mixed.append(self.rswin_heads(rswin_qkv, height, width, **kwargs)[0])           # (B, N, C_rswin)
+        if self.global_heads is not None:
+            mixed.append(self.global_heads(global_query, hidden_states, height, width, **kwargs)[0])  # (B, N, C_global)
+        return self.proj_dropout(self.proj(torch.cat(mixed, dim=-1)))                       # (B, N, C)
+
+
+class VisionBigBirdMLP(nn.Module):
+    def __init__(self, config: VisionBigBirdConfig, channels: int):
+        super().__init__()
+        hidden_channels = int(channels * config.mlp_ratio)
+        self.fc1 = nn.Linear(channels, hidden_channels)
+        self.activation = ACT2FN[config.hidden_act]
+        self.fc2 = nn.Linear(hidden_channels, channels)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """(B, N, C) -> (B, N, C)."""
+        hidden_states = self.dropout(self.activation(self.fc1(hidden_states)))              # (B, N, C*mlp_ratio)
+        return self.dropout(self.fc2(hidden_states))                                        # (B, N, C)
+
+
+class VisionBigBirdDropPath(nn.Module):
+    """Stochastic depth per sample on the residual branch (identity in eval or at rate 0)."""
+
+    def __init__(self, drop_prob: float):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if self.drop_prob == 0.0 or not self.training:
+            return hidden_states
+        keep_prob = 1 - self.drop_prob
+        shape = (hidden_states.shape[0],) + (1,) * (hidden_states.ndim - 1)
+        mask = torch.empty(shape, dtype=hidden_states.dtype, device=hidden_states.device).bernoulli_(keep_prob)
+        return hidden_states * mask / keep_prob
+
+    def extra_repr(self) -> str:
+        return f"p={self.drop_prob}"
+
+
+class VisionBigBirdLayer(GradientCheckpointingLayer):
+    """Pre-norm block: x + DropPath(MixedAttention(LN(x))), then x + DropPath(MLP(LN(x)))."""
+
+    def __init__(self, config: VisionBigBirdConfig, stage_index: int, layer_index: int, drop_path: float):
+        super().__init__()
+        channels = config.hidden_sizes[stage_index]
+        self.layernorm_before = nn.LayerNorm(channels, eps=config.layer_norm_eps)
+        self.attention = VisionBigBirdMixedAttention(config, stage_index, layer_index)
+        self.layernorm_after = nn.LayerNorm(channels, eps=config.layer_norm_eps)
+        self.mlp = VisionBigBirdMLP(config, channels)
+        self.drop_path = VisionBigBirdDropPath(drop_path)
+
+    def forward(
+        self, hidden_states: torch.Tensor, height: int, width: int, **kwargs: Unpack[TransformersKwargs]
+    ) -> torch.Tensor:
+        """(B, N, C) -> (B, N, C)."""
+        attention_output = self.attention(self.layernorm_before(hidden_states), height, width, **kwargs)
+        hidden_states = hidden_states + self.drop_path(attention_output)
+        return hidden_states + self.drop_path(self.mlp(self.layernorm_after(hidden_states)))
+
+
+class VisionBigBirdStage(nn.Module):
+    """Optional x2 downsampling (every stage but the first), then `depth` blocks at one resolution."""
+
+    def __init__(self, config: VisionBigBirdConfig, stage_index: int, first_layer_index: int, drop_paths: list[float]):
+        super().__init__()
+        channels = config.hidden_sizes[stage_index]
+        self.downsample = (
+            VisionBigBirdDownsample(config, config.hidden_sizes[stage_index - 1], channels) if stage_index > 0 else None
+        )
+        self.layers = nn.ModuleList(
+            VisionBigBirdLayer(config, stage_index, first_layer_index + offset, drop_path)
+            for offset, drop_path in enumerate(drop_paths)
+        )
+
+    def forward(
+        self, hidden_states: torch.Tensor, height: int, width: int, **kwargs: Unpack[TransformersKwargs]
+    ) -> tuple[torch.Tensor, int, int]:
+        """(B, N_in, C_in) on an H x W grid -> (B, N, C) and its grid size."""
+        if self.downsample is not None:
+            hidden_states, height, width = self.downsample(hidden_states, height, width)
+        for layer in self.layers:
+            hidden_states = layer(hidden_states, height, width, **kwargs)
+        return hidden_states, height, width
+
+
+# ---- PreTrainedModel, base model, classification head, backbone ------------
+
+
+class VisionBigBirdPreTrainedModel(PreTrainedModel):
+    config: VisionBigBirdConfig
+    base_model_prefix = "vision_bigbird"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["VisionBigBirdLayer"]
+    _supports_sdpa = True
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """Truncated-normal linears, fan-out normal convolutions (as PVTv2), unit layer norms."""
+        if isinstance(module, nn.Linear):
+            init.trunc_normal_(module.weight, mean=0.0, std=self.config.initializer_range)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Conv2d):
+            fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels // module.groups
+            init.normal_(module.weight, mean=0.0, std=math.sqrt(2.0 / fan_out))
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, VisionBigBirdEmbeddings) and module.position_embeddings is not None:
+            init.trunc_normal_(module.position_embeddings, mean=0.0, std=self.config.initializer_range)
+
+
+class VisionBigBirdEncoder(VisionBigBirdPreTrainedModel):
+    """The four stages. Records the stem output and each stage's output as `hidden_states`, and the attention
+    weights of the two attention groups."""
+
+    main_input_name = "hidden_states"
+    _can_record_outputs = {
+        "hidden_states": VisionBigBirdStage,
+        "attentions": OutputRecorder(VisionBigBirdRSWinHeads, index=1),
+        "global_attentions": OutputRecorder(VisionBigBirdGlobalHeads, index=1),
+    }
+
+    def __init__(self, config: VisionBigBirdConfig):
+        super().__init__(config)
+        # stochastic depth grows linearly over all blocks; resolved once here and handed to each stage
+        drop_paths = torch.linspace(0, config.drop_path_rate, sum(config.depths), device="cpu").tolist()
+        first_layer_indices = [sum(config.depths[:stage_index]) for stage_index in range(len(config.depths))]
+        self.stages = nn.ModuleList(
+            VisionBigBirdStage(config, stage_index, first, drop_paths[first : first + depth])
+            for stage_index, (first, depth) in enumerate(zip(first_layer_indices, config.depths))
+        )
+        self.post_init()
+
+    @merge_with_config_defaults
+    @capture_outputs(tie_last_hidden_states=False)
+    def forward(
+        self, hidden_states: torch.Tensor, height: int, width: int, **kwargs: Unpack[TransformersKwargs]
+    ) -> VisionBigBirdEncoderOutput:
+        """hidden_states: stem output (B, N, C_0) on an H x W grid -> last stage output (B, N_4, C_4)."""
+        for stage in self.stages:
+            hidden_states, height, width = stage(hidden_states, height, width, **kwargs)
+        return VisionBigBirdEncoderOutput(last_hidden_state=hidden_states)
+
+
+class VisionBigBirdModel(VisionBigBirdPreTrainedModel):
+    def __init__(self, config: VisionBigBirdConfig):
+        super().__init__(config)
+        self.embeddings = VisionBigBirdEmbeddings(config)
+        self.encoder = VisionBigBirdEncoder(config)
+        self.layernorm = nn.LayerNorm(config.hidden_sizes[-1], eps=config.layer_norm_eps)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.embeddings.projection
+
+    @can_return_tuple
+    def forward(
+        self, pixel_values: torch.Tensor | None = None, **kwargs: Unpack[TransformersKwargs]
+    ) -> VisionBigBirdModelOutput:
+        r"""
+        pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`):
+            Images of any size of at least 32x32 pixels (see [`VisionBigBirdImageProcessor`]).
+        """
+        if pixel_values is None:
+            raise ValueError("You have to specify pixel_values")
+        embedding_output, height, width = self.embeddings(pixel_values)                     # (B, N_0, C_0)
+        output_attentions = kwargs.get("output_attentions", self.config.output_attentions)
+        kwargs["output_global_attentions"] = output_attentions                                # both attention groups
+        encoder_outputs = self.encoder(embedding_output, height, width, **kwargs)
+        sequence_output = self.layernorm(encoder_outputs.last_hidden_state)                  # (B, N_4, C_4)
+        pooled_output = sequence_output.mean(dim=1)                                          # (B, C_4)
+
+        reshaped_hidden_states = None
+        if encoder_outputs.hidden_states is not None:
+            image_height, image_width = pixel_values.shape[-2:]
+            shapes = stage_spatial_shapes(image_height, image_width, len(self.config.depths))
+            reshaped_hidden_states = tuple(
+                tokens_to_feature_map(hidden_state, *shape) if hidden_state is not None else None
+                for hidden_state, shape in zip(encoder_outputs.hidden_states, shapes)
+            )                                                                                # (B, C_i, H_i, W_i) each
+        return VisionBigBirdModelOutput(
+            last_hidden_state=sequence_output,
+            pooler_output=pooled_output,
+            hidden_states=encoder_outputs.hidden_states,
+            attentions=encoder_outputs.attentions,
+            global_attentions=encoder_outputs.global_attentions,
+            reshaped_hidden_states=reshaped_hidden_states,
+        )
+
+
+class VisionBigBirdForImageClassification(VisionBigBirdPreTrainedModel):
+    """Vision Big Bird with a linear classifier on the average-pooled last stage. `config.problem_type` selects
+    single-label (cross-entropy), multi-label (BCE with logits) or regression (MSE) losses."""
+
+    accepts_loss_kwargs = False
+
+    def __init__(self, config: VisionBigBirdConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.vision_bigbird = VisionBigBirdModel(config)
+        self.classifier = (
+            nn.Linear(config.hidden_sizes[-1], config.num_labels) if config.num_labels > 0 else nn.Identity()
+        )
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> VisionBigBirdImageClassifierOutput:
+        r"""
+        labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+            Class indices in `[0, config.num_labels - 1]` (or float targets for regression / multi-label).
+        """
+        outputs: VisionBigBirdModelOutput = self.vision_bigbird(pixel_values, **kwargs)
+        logits = self.classifier(outputs.pooler_output)                                      # (B, num_labels)
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(labels=labels, pooled_logits=logits, config=self.config)
+        return VisionBigBirdImageClassifierOutput(
+            loss=loss,
+            logits=logits,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            global_attentions=outputs.global_attentions,
+            reshaped_hidden_states=outputs.reshaped_hidden_states,
+        )
+
+
+class VisionBigBirdBackbone(BackboneMixin, VisionBigBirdPreTrainedModel):
+    """Feature maps at strides 4 (`stem`, `stage1`), 8, 16 and 32 for dense prediction heads, each layer-normed
+    as Swin's backbone does."""
+
+    def __init__(self, config: VisionBigBirdConfig):
+        super().__init__(config)
+        self.num_features = [config.hidden_sizes[0]] + list(config.hidden_sizes)
+        self.embeddings = VisionBigBirdEmbeddings(config)
+        self.encoder = VisionBigBirdEncoder(config)
+        self.hidden_states_norms = nn.ModuleDict(
+            {stage: nn.LayerNorm(channels, eps=config.layer_norm_eps) for stage, channels in zip(self.out_features, self.channels)}
+        )
+        self.post_init()
+
+    @can_return_tuple
+    @filter_output_hidden_states
+    def forward(self, pixel_values: torch.Tensor, **kwargs: Unpack[TransformersKwargs]) -> BackboneOutput:
+        r"""
+        pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`):
+            Images of any size of at least 32x32 pixels.
+        """
+        embedding_output, height, width = self.embeddings(pixel_values)                     # (B, N_0, C_0)
+        output_attentions = kwargs.get("output_attentions", self.config.output_attentions)
+        kwargs["output_global_attentions"] = output_attentions
+        encoder_outputs = self.encoder(embedding_output, height, width, **kwargs)
+        shapes = stage_spatial_shapes(*pixel_values.shape[-2:], len(self.config.depths))
+        feature_maps = tuple(
+            tokens_to_feature_map(self.hidden_states_norms[stage](hidden_state), *shape)     # (B, C_i, H_i, W_i)
+            for stage, hidden_state, shape in zip(self.stage_names, encoder_outputs.hidden_states, shapes)
+            if stage in self.out_features
+        )
+        hidden_states = tuple(
+            tokens_to_feature_map(hidden_state, *shape)
+            for hidden_state, shape in zip(encoder_outputs.hidden_states, shapes)
+        )
+        return BackboneOutput(
+            feature_maps=feature_maps,
+            hidden_states=hidden_states,
+            attentions=encoder_outputs.attentions,
+        )
+
+
+__all__ = [
+    "VisionBigBirdModel",
+    "VisionBigBirdForImageClassification",
+    "VisionBigBirdBackbone",
+    "VisionBigBirdPreTrainedModel",
+]
