@@ -54,17 +54,18 @@ class VisionBigBirdEncoderOutput(ModelOutput):
     hidden_states (`tuple(torch.FloatTensor)`, *optional*):
         The stem output, then each stage's output, each `(batch_size, num_tokens_of_stage, channels_of_stage)`.
     attentions (`tuple(torch.FloatTensor)`, *optional*):
-        Per block with RS-Win heads: `(batch_size, rswin_heads, num_tokens, window_tokens)`, the weight each token
-        gives to each member of its window (windows shorter by one token have a zero last column).
-    global_attentions (`tuple(torch.FloatTensor)`, *optional*):
-        Per block with global heads: `(batch_size, global_heads, num_tokens, pooled_tokens)`, the weight each token
-        gives to each average-pooled key (pooled grid in raster order).
+        Global heads' weights, one per block with global heads: `(batch_size, global_heads, num_tokens,
+        pooled_tokens)`, the weight each token gives to each average-pooled key (pooled grid in raster order).
+    rswin_attentions (`tuple(torch.FloatTensor)`, *optional*):
+        RS-Win heads' weights, one per block with RS-Win heads: `(batch_size, rswin_heads, num_tokens,
+        window_tokens)`, the weight each token gives to each member of its window (in window order; windows one
+        token shorter than the longest have a zero last column).
     """
 
     last_hidden_state: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
-    global_attentions: tuple[torch.FloatTensor, ...] | None = None
+    rswin_attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 @dataclass
@@ -78,11 +79,13 @@ class VisionBigBirdModelOutput(ModelOutput):
         Five tensors: the stem output (stride 4) and the output of stages 1-4 (strides 4, 8, 16, 32), each
         `(batch_size, num_tokens_of_stage, channels_of_stage)`.
     attentions (`tuple(torch.FloatTensor)`, *optional*, returned with `output_attentions=True`):
-        RS-Win weights, one tensor per block with RS-Win heads: `(batch_size, rswin_heads, num_tokens,
-        window_tokens)`; entry `[b, h, n, j]` is the weight token `n` gives to the `j`-th member of its window.
-    global_attentions (`tuple(torch.FloatTensor)`, *optional*, returned with `output_attentions=True`):
-        Global weights, one tensor per block with global heads: `(batch_size, global_heads, num_tokens,
-        pooled_tokens)`.
+        Global heads' weights, one tensor per block with global heads: `(batch_size, global_heads, num_tokens,
+        pooled_tokens)`; entry `[b, h, n, p]` is the weight token `n` gives to pooled cell `p` (raster order of the
+        `global_pool_size` grid, capped at the stage's grid). The only attention with global reach.
+    rswin_attentions (`tuple(torch.FloatTensor)`, *optional*, returned with `output_attentions=True`):
+        RS-Win heads' weights, one tensor per block with RS-Win heads: `(batch_size, rswin_heads, num_tokens,
+        window_tokens)`; entry `[b, h, n, j]` is the weight token `n` gives to the `j`-th member of its random
+        window (windows one token shorter than the longest have a zero last column). Conv heads have no weights.
     reshaped_hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned with `output_hidden_states=True`):
         The same five tensors as `hidden_states` as feature maps `(batch_size, channels, height, width)`.
     """
@@ -91,7 +94,7 @@ class VisionBigBirdModelOutput(ModelOutput):
     pooler_output: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
-    global_attentions: tuple[torch.FloatTensor, ...] | None = None
+    rswin_attentions: tuple[torch.FloatTensor, ...] | None = None
     reshaped_hidden_states: tuple[torch.FloatTensor, ...] | None = None
 
 
@@ -102,7 +105,7 @@ class VisionBigBirdImageClassifierOutput(ModelOutput):
         Classification (or regression if `config.num_labels == 1`) loss.
     logits (`torch.FloatTensor` of shape `(batch_size, num_labels)`):
         Classification scores before softmax.
-    hidden_states, attentions, global_attentions, reshaped_hidden_states:
+    hidden_states, attentions, rswin_attentions, reshaped_hidden_states:
         As in [`VisionBigBirdModelOutput`].
     """
 
@@ -110,7 +113,7 @@ class VisionBigBirdImageClassifierOutput(ModelOutput):
     logits: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
-    global_attentions: tuple[torch.FloatTensor, ...] | None = None
+    rswin_attentions: tuple[torch.FloatTensor, ...] | None = None
     reshaped_hidden_states: tuple[torch.FloatTensor, ...] | None = None
 
 
@@ -557,14 +560,14 @@ class VisionBigBirdPreTrainedModel(PreTrainedModel):
 
 
 class VisionBigBirdEncoder(VisionBigBirdPreTrainedModel):
-    """The four stages. Records the stem output and each stage's output as `hidden_states`, and the attention
-    weights of the two attention groups."""
+    """The four stages. Records the stem output and each stage's output as `hidden_states`, the global heads'
+    weights as `attentions` and the RS-Win heads' weights as `rswin_attentions`."""
 
     main_input_name = "hidden_states"
     _can_record_outputs = {
         "hidden_states": VisionBigBirdStage,
-        "attentions": OutputRecorder(VisionBigBirdRSWinHeads, index=1),
-        "global_attentions": OutputRecorder(VisionBigBirdGlobalHeads, index=1),
+        "attentions": OutputRecorder(VisionBigBirdGlobalHeads, index=1),
+        "rswin_attentions": OutputRecorder(VisionBigBirdRSWinHeads, index=1),
     }
 
     def __init__(self, config: VisionBigBirdConfig):
@@ -612,7 +615,7 @@ class VisionBigBirdModel(VisionBigBirdPreTrainedModel):
             raise ValueError("You have to specify pixel_values")
         embedding_output, height, width = self.embeddings(pixel_values)                     # (B, N_0, C_0)
         output_attentions = kwargs.get("output_attentions", self.config.output_attentions)
-        kwargs["output_global_attentions"] = output_attentions                                # both attention groups
+        kwargs["output_rswin_attentions"] = output_attentions                                # both attention groups
         encoder_outputs = self.encoder(embedding_output, height, width, **kwargs)
         sequence_output = self.layernorm(encoder_outputs.last_hidden_state)                  # (B, N_4, C_4)
         pooled_output = sequence_output.mean(dim=1)                                          # (B, C_4)
@@ -630,7 +633,7 @@ class VisionBigBirdModel(VisionBigBirdPreTrainedModel):
             pooler_output=pooled_output,
             hidden_states=encoder_outputs.hidden_states,
             attentions=encoder_outputs.attentions,
-            global_attentions=encoder_outputs.global_attentions,
+            rswin_attentions=encoder_outputs.rswin_attentions,
             reshaped_hidden_states=reshaped_hidden_states,
         )
 
@@ -671,7 +674,7 @@ class VisionBigBirdForImageClassification(VisionBigBirdPreTrainedModel):
             logits=logits,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
-            global_attentions=outputs.global_attentions,
+            rswin_attentions=outputs.rswin_attentions,
             reshaped_hidden_states=outputs.reshaped_hidden_states,
         )
 
@@ -699,7 +702,7 @@ class VisionBigBirdBackbone(BackboneMixin, VisionBigBirdPreTrainedModel):
         """
         embedding_output, height, width = self.embeddings(pixel_values)                     # (B, N_0, C_0)
         output_attentions = kwargs.get("output_attentions", self.config.output_attentions)
-        kwargs["output_global_attentions"] = output_attentions
+        kwargs["output_rswin_attentions"] = output_attentions
         encoder_outputs = self.encoder(embedding_output, height, width, **kwargs)
         shapes = stage_spatial_shapes(*pixel_values.shape[-2:], len(self.config.depths))
         feature_maps = tuple(
