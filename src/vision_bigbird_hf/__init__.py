@@ -7,11 +7,14 @@ Importing this package registers the configuration, models and image processors 
 from transformers import (
     AutoBackbone,
     AutoConfig,
+    AutoImageProcessor,
     AutoModel,
     AutoModelForImageClassification,
 )
 
 from .configuration_vision_bigbird import PRESETS, VisionBigBirdConfig
+from .image_processing_pil_vision_bigbird import VisionBigBirdImageProcessorPil
+from .image_processing_vision_bigbird import VisionBigBirdImageProcessor
 from .modeling_vision_bigbird import (
     VisionBigBirdBackbone,
     VisionBigBirdForImageClassification,
@@ -24,6 +27,11 @@ AutoConfig.register(VisionBigBirdConfig.model_type, VisionBigBirdConfig, exist_o
 AutoModel.register(VisionBigBirdConfig, VisionBigBirdModel, exist_ok=True)
 AutoModelForImageClassification.register(VisionBigBirdConfig, VisionBigBirdForImageClassification, exist_ok=True)
 AutoBackbone.register(VisionBigBirdConfig, VisionBigBirdBackbone, exist_ok=True)
+AutoImageProcessor.register(
+    VisionBigBirdConfig,
+    image_processor_classes={"torchvision": VisionBigBirdImageProcessor, "pil": VisionBigBirdImageProcessorPil},
+    exist_ok=True,
+)
 
 __all__ = [
     "PRESETS",
@@ -32,4 +40,6 @@ __all__ = [
     "VisionBigBirdForImageClassification",
     "VisionBigBirdBackbone",
     "VisionBigBirdPreTrainedModel",
+    "VisionBigBirdImageProcessor",
+    "VisionBigBirdImageProcessorPil",
 ]

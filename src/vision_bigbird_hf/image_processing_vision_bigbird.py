@@ -1,0 +1,76 @@
+"""Image processor for Vision Big Bird, torchvision backend (the default backend)."""
+
+from transformers.image_processing_backends import TorchvisionBackend
+from transformers.image_utils import (
+    IMAGENET_DEFAULT_MEAN,
+    IMAGENET_DEFAULT_STD,
+    ImageInput,
+    PILImageResampling,
+    is_pil_image,
+    is_valid_image,
+    make_flat_list_of_images,
+)
+
+
+def make_flat_list_of_images_or_grayscale(images: ImageInput, expected_ndims: int = 3) -> list:
+    """
+    `make_flat_list_of_images`, except that a 2-D `(H, W)` array or tensor, alone or in a list, also counts as one
+    (grayscale) image: the backend's `process_image` gives it a channel axis and `do_convert_rgb` makes it RGB.
+    An empty list, an array with an empty axis, or one whose number of dimensions fits neither an image nor a batch
+    raises a `ValueError` naming its shape.
+    """
+    candidates = list(images) if isinstance(images, (list, tuple)) else [images]
+    if not candidates:
+        raise ValueError("Expected at least one image, got an empty list.")
+    arrays = [image for image in candidates if is_valid_image(image) and not is_pil_image(image)]
+    for array in arrays:
+        if array.ndim not in (2, expected_ndims, expected_ndims + 1) or 0 in array.shape:
+            raise ValueError(
+                "Expected an image of shape (H, W), (H, W, C) or (C, H, W), or a batch (B, ...) of them, with no "
+                f"empty axis; got an array of shape {tuple(array.shape)}."
+            )
+    if any(array.ndim == 2 for array in arrays) and all(
+        is_pil_image(image) or (is_valid_image(image) and image.ndim in (2, expected_ndims)) for image in candidates
+    ):
+        return candidates
+    return make_flat_list_of_images(images, expected_ndims=expected_ndims)
+
+
+class VisionBigBirdImageProcessor(TorchvisionBackend):
+    r"""
+    Torchvision-backend image processor of Vision Big Bird. By default it applies the ImageNet evaluation recipe that
+    Swin and ConvNeXt checkpoints use (timm's `crop_pct=0.875` at 224 pixels):
+
+    1. `do_convert_rgb`: grayscale (`L`, `LA`, `1`, `I`, `F`), palette (`P`), `RGBA`, `CMYK` PIL images and `(H, W)`,
+       1-channel or 4-channel arrays/tensors become 3-channel RGB; transparency is composited onto white.
+    2. `do_resize`: resize the shortest edge to `size["shortest_edge"]=256` with bicubic resampling, keeping the
+       aspect ratio (so any input size works, from a 1-pixel sliver to a multi-megapixel photo).
+    3. `do_center_crop`: center crop to `crop_size` = 224x224 (zero-padded first if the image is smaller).
+    4. `do_rescale`: multiply by `rescale_factor=1/255`.
+    5. `do_normalize`: subtract `image_mean` and divide by `image_std` (ImageNet: mean (0.485, 0.456, 0.406), std
+       (0.229, 0.224, 0.225)).
+
+    Every step can be switched off or changed in the constructor or per call, e.g.
+    `processor(images, do_center_crop=False, size={"height": 224, "width": 224})` squashes the whole image to 224x224
+    as Swin's Hub checkpoints do. Arrays whose height is 1, 3 or 4 pixels have an ambiguous channel axis: pass
+    `input_data_format="channels_last"` (or `"channels_first"`) for them.
+    """
+
+    resample = PILImageResampling.BICUBIC
+    image_mean = IMAGENET_DEFAULT_MEAN
+    image_std = IMAGENET_DEFAULT_STD
+    size = {"shortest_edge": 256}
+    default_to_square = False
+    crop_size = {"height": 224, "width": 224}
+    do_resize = True
+    do_center_crop = True
+    do_rescale = True
+    do_normalize = True
+    do_convert_rgb = True
+
+    def _prepare_images_structure(self, images: ImageInput, expected_ndims: int = 3) -> list:
+        """Flatten the input to a list of images, letting `(H, W)` grayscale arrays and tensors through."""
+        return make_flat_list_of_images_or_grayscale(self.fetch_images(images), expected_ndims=expected_ndims)
+
+
+__all__ = ["VisionBigBirdImageProcessor"]
