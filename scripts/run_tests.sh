@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The test command of README.md (and of .ci/run): install what is needed, then run the whole pytest suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup_env.sh
+.venv/bin/python scripts/fetch_transformers_tests.py >/dev/null
+exec .venv/bin/python -m pytest -n 2 --dist loadgroup "$@"
