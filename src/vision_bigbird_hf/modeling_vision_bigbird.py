@@ -118,14 +118,14 @@ class VisionBigBirdImageClassifierOutput(ModelOutput):
 
 
 def tokens_to_feature_map(hidden_states: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(B, N, C) tokens in raster order -> (B, C, H, W) feature map."""
-    batch_size, _, channels = hidden_states.shape
-    return hidden_states.transpose(1, 2).reshape(batch_size, channels, height, width)
+    """(B, N, C) tokens in raster order -> (B, C, H, W) feature map. A channels-last view, not a copy: convolutions
+    and pooling then run in channels-last layout and `feature_map_to_tokens` undoes it for free."""
+    return hidden_states.unflatten(1, (height, width)).permute(0, 3, 1, 2)
 
 
 def feature_map_to_tokens(feature_map: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) feature map -> (B, N, C) tokens in raster order."""
-    return feature_map.flatten(2).transpose(1, 2)
+    """(B, C, H, W) feature map -> (B, N, C) tokens in raster order (a view when the map is channels-last)."""
+    return feature_map.permute(0, 2, 3, 1).flatten(1, 2)
 
 
 def stage_spatial_shapes(height: int, width: int, num_stages: int) -> list[tuple[int, int]]:
@@ -179,7 +179,8 @@ class VisionBigBirdEmbeddings(nn.Module):
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, int, int]:
         """pixel_values: (B, C_in, H_in, W_in) -> hidden_states (B, N, C) with H = ceil(H_in/4), W = ceil(W_in/4)."""
         self.check_pixel_values(pixel_values)
-        feature_map = self.projection(pixel_values.to(self.projection.weight.dtype))   # (B, C, H, W)
+        pixel_values = pixel_values.to(self.projection.weight.dtype, memory_format=torch.channels_last)
+        feature_map = self.projection(pixel_values)                                         # (B, C, H, W) channels-last
         _, _, height, width = feature_map.shape
         if self.position_embeddings is not None:
             position_map = nn.functional.interpolate(
@@ -293,7 +294,8 @@ def tokens_to_windows(shuffled: torch.Tensor, sizes: list[tuple[int, int]]) -> l
 
 def windows_to_tokens(windows: list[torch.Tensor], batch_size: int) -> torch.Tensor:
     """Inverse of `tokens_to_windows`: one (B*nW, w, ...) tensor per window size -> (B, N, ...) in window order."""
-    return torch.cat([group.reshape(batch_size, -1, *group.shape[2:]) for group in windows], dim=1)
+    tokens = [group.reshape(batch_size, -1, *group.shape[2:]) for group in windows]
+    return tokens[0] if len(tokens) == 1 else torch.cat(tokens, dim=1)
 
 
 class VisionBigBirdRSWinHeads(nn.Module):
@@ -693,6 +695,9 @@ class VisionBigBirdBackbone(BackboneMixin, VisionBigBirdPreTrainedModel):
         )
         self.post_init()
 
+    def get_input_embeddings(self) -> nn.Module:
+        return self.embeddings.projection
+
     @can_return_tuple
     @filter_output_hidden_states
     def forward(self, pixel_values: torch.Tensor, **kwargs: Unpack[TransformersKwargs]) -> BackboneOutput:
@@ -705,14 +710,15 @@ class VisionBigBirdBackbone(BackboneMixin, VisionBigBirdPreTrainedModel):
         kwargs["output_rswin_attentions"] = output_attentions
         encoder_outputs = self.encoder(embedding_output, height, width, **kwargs)
         shapes = stage_spatial_shapes(*pixel_values.shape[-2:], len(self.config.depths))
-        feature_maps = tuple(
-            tokens_to_feature_map(self.hidden_states_norms[stage](hidden_state), *shape)     # (B, C_i, H_i, W_i)
-            for stage, hidden_state, shape in zip(self.stage_names, encoder_outputs.hidden_states, shapes)
-            if stage in self.out_features
-        )
         hidden_states = tuple(
-            tokens_to_feature_map(hidden_state, *shape)
+            tokens_to_feature_map(hidden_state, *shape)                                      # (B, C_i, H_i, W_i)
             for hidden_state, shape in zip(encoder_outputs.hidden_states, shapes)
+        )
+        # the feature maps are computed from the returned maps, so gradients reach `hidden_states` too
+        feature_maps = tuple(
+            self.hidden_states_norms[stage](hidden_state.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # (B, C_i, H_i, W_i)
+            for stage, hidden_state in zip(self.stage_names, hidden_states)
+            if stage in self.out_features
         )
         return BackboneOutput(
             feature_maps=feature_maps,
