@@ -14,6 +14,15 @@ PRESETS = {
 
 RSWIN_SAMPLING_MODES = ("random", "grid")
 
+# Hub remote code: every model class a saved folder can be loaded as with `trust_remote_code=True`. Each config
+# carries the whole map, so a folder saved from any one model class loads as all of them (see `__init__.py`).
+REMOTE_CODE_AUTO_MAP = {
+    "AutoConfig": "configuration_vision_bigbird.VisionBigBirdConfig",
+    "AutoModel": "modeling_vision_bigbird.VisionBigBirdModel",
+    "AutoModelForImageClassification": "modeling_vision_bigbird.VisionBigBirdForImageClassification",
+    "AutoBackbone": "modeling_vision_bigbird.VisionBigBirdBackbone",
+}
+
 
 def split_heads_evenly(num_heads: int) -> tuple[int, int, int]:
     """Split `num_heads` into (conv, rswin, global) counts as evenly as possible; leftovers go to RS-Win, then global."""
@@ -148,6 +157,8 @@ class VisionBigBirdConfig(BackboneConfigMixin, PreTrainedConfig):
         self.set_output_features_output_indices(
             out_indices=kwargs.pop("out_indices", None), out_features=kwargs.pop("out_features", None)
         )
+        # a config loaded from a Hub repository keeps its own auto_map (entries like "repo--module.Class")
+        kwargs.setdefault("auto_map", dict(REMOTE_CODE_AUTO_MAP))
         super().__post_init__(**kwargs)
 
     @classmethod

@@ -1,0 +1,434 @@
+"""Hub remote code: what `save_pretrained` of this package's models and image processors writes loads with
+`trust_remote_code=True` in a Python where `vision_bigbird_hf` cannot be imported, and gives the same outputs; and
+`scripts/export_for_hub.py` turns a training run into such a folder with its model card.
+
+The loading side runs in one subprocess (about 20 s): a meta-path finder blocks every `vision_bigbird_hf` import,
+HF_MODULES_CACHE is a fresh folder and HF_HUB_OFFLINE=1. It loads every saved folder through AutoConfig, AutoModel,
+AutoModelForImageClassification, AutoImageProcessor (both backends), pipeline("image-classification") and the class
+`auto_map["AutoBackbone"]` names, and writes the outputs to a file that the tests compare with this process's.
+"""
+
+import ast
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_config_kwargs
+from PIL import Image
+from test_backbone import docs_python_block
+from transformers import AutoImageProcessor, AutoModel, AutoModelForImageClassification, pipeline
+from transformers.dynamic_module_utils import get_imports
+
+import export_for_hub
+import make_model_cards
+import vision_bigbird_hf
+from vision_bigbird_hf import (
+    VisionBigBirdBackbone,
+    VisionBigBirdConfig,
+    VisionBigBirdForImageClassification,
+    VisionBigBirdImageProcessor,
+    VisionBigBirdImageProcessorPil,
+    VisionBigBirdModel,
+)
+from vision_bigbird_hf.configuration_vision_bigbird import REMOTE_CODE_AUTO_MAP
+from vision_bigbird_hf.fashion_mnist import DEFAULT_FASHION_MNIST_DIR
+
+
+PACKAGE_DIR = Path(vision_bigbird_hf.__file__).parent
+CODE_FILES = [
+    "configuration_vision_bigbird.py",
+    "modeling_vision_bigbird.py",
+    "image_processing_vision_bigbird.py",
+    "image_processing_pil_vision_bigbird.py",
+]
+ALL_STAGES = ["stem", "stage1", "stage2", "stage3", "stage4"]
+SMALL_PROCESSOR = {"size": {"shortest_edge": 72}, "crop_size": {"height": 64, "width": 64}}
+has_fashion_mnist = os.path.isfile(os.path.join(DEFAULT_FASHION_MNIST_DIR, "train-images-idx3-ubyte.gz"))
+
+# Runs first in the subprocess: no `vision_bigbird_hf`, however it is installed (editable finder, .pth, site-packages).
+BLOCK_PACKAGE = """
+import importlib.abc, sys
+
+class BlockVisionBigBird(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "vision_bigbird_hf":
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked by tests/test_remote_code.py)", name=name)
+        return None
+
+sys.meta_path.insert(0, BlockVisionBigBird())
+"""
+
+LOAD_EVERYTHING = """
+import json, sys
+import torch
+from PIL import Image
+from transformers import AutoBackbone, AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification
+from transformers import pipeline
+from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+spec = json.loads(sys.argv[1])
+try:
+    import vision_bigbird_hf
+    raise SystemExit("vision_bigbird_hf is importable: the test would prove nothing")
+except ModuleNotFoundError:
+    pass
+
+image = Image.open(spec["image"])
+results = {}
+
+
+def processed(folder):
+    return {
+        backend: AutoImageProcessor.from_pretrained(folder, trust_remote_code=True, backend=backend)
+        for backend in ("torchvision", "pil")
+    }
+
+
+def backbone_of(folder, config, **kwargs):
+    backbone_class = get_class_from_dynamic_module(config.auto_map["AutoBackbone"], folder)
+    return backbone_class.from_pretrained(folder, **kwargs).eval()
+
+
+with torch.no_grad():
+    for name in ("classifier", "hub"):
+        if name not in spec:
+            continue
+        folder = spec[name]
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
+        processors = processed(folder)
+        pixel_values = {backend: p(image, return_tensors="pt").pixel_values for backend, p in processors.items()}
+        classifier = AutoModelForImageClassification.from_pretrained(folder, trust_remote_code=True).eval()
+        base = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+        backbone = backbone_of(folder, config, out_features=["stage1", "stage2", "stage3", "stage4"])
+        classify = pipeline("image-classification", model=folder, trust_remote_code=True)
+        results[name] = {
+            "classes": [type(obj).__module__ + "." + type(obj).__name__ for obj in
+                        (config, classifier, base, backbone, processors["torchvision"], processors["pil"])],
+            "pixel_values": pixel_values,
+            "logits": classifier(pixel_values["torchvision"]).logits,
+            "last_hidden_state": base(pixel_values["torchvision"]).last_hidden_state,
+            "feature_maps": list(backbone(pixel_values["torchvision"]).feature_maps),
+            "pipeline": classify(spec["image"], top_k=3),
+        }
+
+    folder = spec["base"]
+    base = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+    processors = processed(folder)
+    pixel_values = {backend: p(image, return_tensors="pt").pixel_values for backend, p in processors.items()}
+    results["base"] = {
+        "classes": [type(obj).__module__ + "." + type(obj).__name__ for obj in (base, *processors.values())],
+        "pixel_values": pixel_values,
+        "last_hidden_state": base(pixel_values["pil"]).last_hidden_state,
+    }
+
+    folder = spec["backbone"]
+    namespace = {}
+    exec(spec["backbone_snippet"], namespace)  # docs/backbone.md's remote-code snippet, on this folder
+    config, backbone = namespace["config"], namespace["backbone"].eval()
+    try:
+        AutoBackbone.from_pretrained(folder, trust_remote_code=True)
+        auto_backbone_from_pretrained = "loaded"
+    except Exception as error:
+        auto_backbone_from_pretrained = type(error).__name__
+    results["backbone"] = {
+        "classes": [type(backbone).__module__ + "." + type(backbone).__name__],
+        "out_features": backbone.out_features,
+        "feature_maps": list(backbone(torch.load(spec["backbone_input"])).feature_maps),
+        "from_config": type(AutoBackbone.from_config(config, trust_remote_code=True)).__name__,
+        "auto_backbone_from_pretrained": auto_backbone_from_pretrained,
+    }
+
+results["imported"] = sorted(name for name in sys.modules if name.split(".")[0] == "vision_bigbird_hf")
+torch.save(results, spec["output"])
+"""
+
+
+# ---- Folders saved by the package ---------------------------------------------------
+
+
+def tiny_classifier() -> VisionBigBirdForImageClassification:
+    labels = ["cat", "dog", "bird", "fish"]
+    config = VisionBigBirdConfig(
+        **tiny_config_kwargs(id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)})
+    )
+    return VisionBigBirdForImageClassification(config).eval()
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("remote_code")
+
+
+@pytest.fixture(scope="module")
+def saved(workdir) -> dict[str, Path]:
+    """Folders written by plain `save_pretrained` calls, one per model class, with a processor of either backend."""
+    torch.manual_seed(0)
+    folders = {name: workdir / name for name in ("classifier", "base", "backbone")}
+    tiny_classifier().save_pretrained(folders["classifier"])
+    VisionBigBirdImageProcessor(**SMALL_PROCESSOR).save_pretrained(folders["classifier"])
+    VisionBigBirdModel(VisionBigBirdConfig(**tiny_config_kwargs())).save_pretrained(folders["base"])
+    VisionBigBirdImageProcessorPil(**SMALL_PROCESSOR).save_pretrained(folders["base"])
+    backbone = VisionBigBirdBackbone(VisionBigBirdConfig(**tiny_config_kwargs(out_features=ALL_STAGES)))
+    for norm in backbone.hidden_states_norms.values():  # trained-looking norms, so loading them is checked
+        torch.nn.init.normal_(norm.weight)
+        torch.nn.init.normal_(norm.bias)
+    backbone.save_pretrained(folders["backbone"])
+    return folders
+
+
+@pytest.fixture(scope="module")
+def training_run(workdir) -> Path:
+    """A real (two-step) run of scripts/train_image_classification.py with the demo model's config on Fashion-MNIST."""
+    if not has_fashion_mnist:
+        pytest.skip(f"Fashion-MNIST not in {DEFAULT_FASHION_MNIST_DIR}: `sudo apt-get install dataset-fashion-mnist`")
+    import demo
+    import train_image_classification
+
+    run_dir = workdir / "run"
+    train_image_classification.main([
+        "--model_preset", "tiny", "--config_overrides", demo.DEMO_CONFIG, "--image_size", "32",
+        "--output_dir", str(run_dir), "--do_train", "--do_eval", "--do_predict", "--max_steps", "2",
+        "--max_train_samples", "64", "--max_eval_samples", "32", "--max_predict_samples", "32",
+        "--per_device_train_batch_size", "32", "--report_to", "none", "--save_strategy", "no",
+        "--disable_tqdm", "true",
+    ])
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def exported(training_run, workdir) -> Path:
+    return export_for_hub.export(
+        export_for_hub.ExportArguments(
+            run_dir=str(training_run),
+            output_dir=str(workdir / "hub"),
+            model_card=str(make_model_cards.MODEL_CARDS / make_model_cards.FASHION_MNIST_CARD / "README.md"),
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def image_path(workdir) -> Path:
+    path = workdir / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (75, 90, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def remote(saved, workdir, image_path, request) -> dict:
+    """Everything the package-free subprocess loaded and computed."""
+    spec = {name: str(folder) for name, folder in saved.items()}
+    if has_fashion_mnist:
+        spec["hub"] = str(request.getfixturevalue("exported"))
+    spec["backbone_snippet"] = docs_python_block("snippet: remote-code-backbone").replace(
+        "path/to/saved/model", str(saved["backbone"])
+    )
+    spec["image"] = str(image_path)
+    spec["backbone_input"] = str(workdir / "backbone_input.pt")
+    spec["output"] = str(workdir / "remote_outputs.pt")
+    torch.save(torch.randn(1, 3, 64, 96), spec["backbone_input"])
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(workdir / "hf_modules"),
+           "TRANSFORMERS_VERBOSITY": "error"}
+    env.pop("PYTHONPATH", None)
+    process = subprocess.run(
+        [sys.executable, "-c", BLOCK_PACKAGE + LOAD_EVERYTHING, json.dumps(spec)],
+        cwd=workdir, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert process.returncode == 0, process.stderr[-4000:]
+    return torch.load(spec["output"], weights_only=False)
+
+
+# ---- What save_pretrained writes ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["classifier", "base", "backbone"])
+def test_config_auto_map_names_every_model_class(saved, name):
+    auto_map = json.loads((saved[name] / "config.json").read_text())["auto_map"]
+    assert auto_map == REMOTE_CODE_AUTO_MAP
+    assert set(auto_map) == {"AutoConfig", "AutoModel", "AutoModelForImageClassification", "AutoBackbone"}
+
+
+@pytest.mark.parametrize("name", ["classifier", "base"])
+def test_preprocessor_auto_map_names_both_backends(saved, name):
+    """Saved from the torchvision processor (classifier folder) and from the PIL one (base folder)."""
+    processor_config = json.loads((saved[name] / "preprocessor_config.json").read_text())
+    assert processor_config["auto_map"] == {
+        "AutoImageProcessor": {
+            "torchvision": "image_processing_vision_bigbird.VisionBigBirdImageProcessor",
+            "pil": "image_processing_pil_vision_bigbird.VisionBigBirdImageProcessorPil",
+        }
+    }
+
+
+def test_model_folders_carry_the_package_code(saved):
+    for name in ("classifier", "base"):
+        assert sorted(path.name for path in saved[name].glob("*.py")) == sorted(CODE_FILES)
+    assert sorted(path.name for path in saved["backbone"].glob("*.py")) == sorted(CODE_FILES[:2])
+    for path in saved["classifier"].glob("*.py"):
+        assert path.read_bytes() == (PACKAGE_DIR / path.name).read_bytes(), path.name
+
+
+@pytest.mark.parametrize("code_file", CODE_FILES)
+def test_code_files_are_self_contained(saved, code_file):
+    """Only relative imports of files that travel with the folder, and absolute imports of installed libraries other
+    than this package (what transformers' `check_imports` requires of remote code)."""
+    path = saved["classifier"] / code_file
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level > 0:
+            assert node.level == 1 and (saved["classifier"] / f"{node.module}.py").exists(), ast.unparse(node)
+    for module in get_imports(path):
+        assert module.split(".")[0] != "vision_bigbird_hf", module
+        assert importlib.util.find_spec(module) is not None, module
+
+
+def test_a_loaded_hub_config_keeps_its_own_auto_map():
+    hub_auto_map = {"AutoConfig": "someone/vbb--configuration_vision_bigbird.VisionBigBirdConfig"}
+    assert VisionBigBirdConfig(auto_map=hub_auto_map).auto_map == hub_auto_map
+
+
+# ---- Loading without the package gives the same outputs ------------------------------------------
+
+
+def test_nothing_of_the_package_was_imported_in_the_subprocess(remote):
+    assert remote["imported"] == []
+    for entry in ("classifier", "base", "backbone", *(["hub"] if "hub" in remote else [])):
+        for class_path in remote[entry]["classes"]:
+            assert class_path.startswith("transformers_modules."), class_path
+
+
+def test_every_class_loads_with_the_expected_type(remote):
+    class_names = [path.rsplit(".", 1)[1] for path in remote["classifier"]["classes"]]
+    assert class_names == [
+        "VisionBigBirdConfig", "VisionBigBirdForImageClassification", "VisionBigBirdModel", "VisionBigBirdBackbone",
+        "VisionBigBirdImageProcessor", "VisionBigBirdImageProcessorPil",
+    ]
+    assert [path.rsplit(".", 1)[1] for path in remote["base"]["classes"]] == [
+        "VisionBigBirdModel", "VisionBigBirdImageProcessor", "VisionBigBirdImageProcessorPil",
+    ]
+    assert remote["backbone"]["from_config"] == "VisionBigBirdBackbone"
+    assert remote["backbone"]["out_features"] == ALL_STAGES[1:]
+
+
+def test_auto_backbone_from_pretrained_on_a_folder_fails_as_documented(remote):
+    """docs/backbone.md: transformers 5.24's AutoBackbone.from_pretrained validates the folder as a Hub repo id."""
+    assert remote["backbone"]["auto_backbone_from_pretrained"] == "HFValidationError"
+
+
+def reference_outputs(folder: Path, image_path: Path) -> dict:
+    """The same computations with this package's classes."""
+    image = Image.open(image_path)
+    processors = {
+        backend: AutoImageProcessor.from_pretrained(folder, backend=backend) for backend in ("torchvision", "pil")
+    }
+    pixel_values = {backend: p(image, return_tensors="pt").pixel_values for backend, p in processors.items()}
+    classifier = AutoModelForImageClassification.from_pretrained(folder).eval()
+    base = AutoModel.from_pretrained(folder).eval()
+    backbone = VisionBigBirdBackbone.from_pretrained(folder, out_features=["stage1", "stage2", "stage3", "stage4"])
+    with torch.no_grad():
+        return {
+            "pixel_values": pixel_values,
+            "logits": classifier(pixel_values["torchvision"]).logits,
+            "last_hidden_state": base(pixel_values["torchvision"]).last_hidden_state,
+            "feature_maps": list(backbone.eval()(pixel_values["torchvision"]).feature_maps),
+            "pipeline": pipeline("image-classification", model=str(folder))(str(image_path), top_k=3),
+        }
+
+
+@pytest.mark.parametrize("name", ["classifier", "hub"])
+def test_classifier_folder_gives_the_same_outputs_without_the_package(remote, saved, image_path, name, request):
+    if name == "hub" and "hub" not in remote:
+        pytest.skip("no exported training run (Fashion-MNIST missing)")
+    folder = saved["classifier"] if name == "classifier" else request.getfixturevalue("exported")
+    expected = reference_outputs(folder, image_path)
+    got = remote[name]
+    for backend in ("torchvision", "pil"):
+        assert torch.equal(got["pixel_values"][backend], expected["pixel_values"][backend]), backend
+    torch.testing.assert_close(got["logits"], expected["logits"])
+    torch.testing.assert_close(got["last_hidden_state"], expected["last_hidden_state"])
+    for got_map, expected_map in zip(got["feature_maps"], expected["feature_maps"], strict=True):
+        torch.testing.assert_close(got_map, expected_map)
+    assert [p["label"] for p in got["pipeline"]] == [p["label"] for p in expected["pipeline"]]
+    scores = [[prediction["score"] for prediction in outputs["pipeline"]] for outputs in (got, expected)]
+    np.testing.assert_allclose(*scores, rtol=1e-5)
+
+
+def test_base_folder_saved_with_the_pil_processor_gives_the_same_outputs(remote, saved, image_path):
+    image = Image.open(image_path)
+    for backend in ("torchvision", "pil"):
+        expected = AutoImageProcessor.from_pretrained(saved["base"], backend=backend)(image, return_tensors="pt")
+        assert torch.equal(remote["base"]["pixel_values"][backend], expected.pixel_values), backend
+    model = VisionBigBirdModel.from_pretrained(saved["base"]).eval()
+    with torch.no_grad():
+        expected = model(remote["base"]["pixel_values"]["pil"]).last_hidden_state
+    torch.testing.assert_close(remote["base"]["last_hidden_state"], expected)
+
+
+def test_backbone_folder_gives_the_same_feature_maps_without_the_package(remote, saved, workdir):
+    """Loaded in the subprocess by docs/backbone.md's snippet (stages 1-4, the backbone's saved output norms)."""
+    backbone = VisionBigBirdBackbone.from_pretrained(saved["backbone"], out_features=ALL_STAGES[1:]).eval()
+    with torch.no_grad():
+        expected = backbone(torch.load(workdir / "backbone_input.pt")).feature_maps
+    for got_map, expected_map in zip(remote["backbone"]["feature_maps"], expected, strict=True):
+        torch.testing.assert_close(got_map, expected_map)
+
+
+# ---- scripts/export_for_hub.py ---------------------------------------------------------------
+
+
+def test_export_writes_a_complete_hub_folder(exported, training_run):
+    files = sorted(path.name for path in exported.iterdir())
+    assert files == sorted([
+        "README.md", "config.json", "model.safetensors", "preprocessor_config.json", *CODE_FILES,
+        "all_results.json", "train_results.json", "eval_results.json", "test_results.json",
+    ])
+    assert json.loads((exported / "config.json").read_text())["auto_map"] == REMOTE_CODE_AUTO_MAP
+    assert "pil" in json.loads((exported / "preprocessor_config.json").read_text())["auto_map"]["AutoImageProcessor"]
+
+    metadata, body = make_model_cards.split_front_matter((exported / "README.md").read_text())
+    metrics = json.loads((training_run / "all_results.json").read_text())
+    (result,) = metadata["model-index"][0]["results"]
+    assert result["metrics"][0]["value"] == round(metrics["test_accuracy"], 4)
+    assert f"| {metrics['test_accuracy']:.4f} |" in make_model_cards.read_section(body, "results")
+    assert metadata["library_name"] == "transformers" and "trust_remote_code=True" in body
+
+
+def test_export_generates_a_card_for_a_run_without_one(training_run, workdir):
+    output_dir = export_for_hub.export(
+        export_for_hub.ExportArguments(
+            run_dir=str(training_run),
+            output_dir=str(workdir / "hub-generated"),
+            dataset="zalando-datasets/fashion_mnist",
+        )
+    )
+    metadata, body = make_model_cards.split_front_matter((output_dir / "README.md").read_text())
+    metrics = json.loads((training_run / "all_results.json").read_text())
+    assert metadata["pipeline_tag"] == "image-classification" and metadata["license"] == "apache-2.0"
+    assert metadata["model-index"][0]["results"][0]["metrics"][0]["value"] == round(metrics["test_accuracy"], 4)
+    assert f"| test accuracy | {metrics['test_accuracy']:.4f} |" in body
+    assert "arXiv:2311.05988" in body and "T-shirt/top" in body
+
+
+def test_export_refuses_a_card_that_describes_another_model(saved, workdir):
+    card_dir = make_model_cards.MODEL_CARDS
+    with pytest.raises(ValueError, match="untrained preset"):
+        export_for_hub.export(export_for_hub.ExportArguments(
+            run_dir=str(saved["classifier"]), output_dir=str(workdir / "refused-1"),
+            model_card=str(card_dir / "vision-bigbird-tiny" / "README.md"),
+        ))
+    with pytest.raises(ValueError, match="differs in"):
+        export_for_hub.export(export_for_hub.ExportArguments(
+            run_dir=str(saved["classifier"]), output_dir=str(workdir / "refused-2"),
+            model_card=str(card_dir / make_model_cards.FASHION_MNIST_CARD / "README.md"),
+        ))
+
+
+def test_export_refuses_a_non_empty_output_folder(saved):
+    with pytest.raises(ValueError, match="not empty"):
+        export_for_hub.export(export_for_hub.ExportArguments(run_dir=str(saved["classifier"]),
+                                                             output_dir=str(saved["base"])))
