@@ -4,4 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
 .venv/bin/python scripts/fetch_transformers_tests.py >/dev/null
+# two pytest workers on two cores: one thread each, or OpenMP oversubscription slows the suite about tenfold
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 exec .venv/bin/python -m pytest -n 2 --dist loadgroup "$@"
