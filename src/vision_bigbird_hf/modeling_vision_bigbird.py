@@ -279,8 +279,8 @@ def grid_window_order(height: int, width: int, window_size: int, device: torch.d
 def window_sizes(num_tokens: int, max_window_tokens: int) -> list[tuple[int, int]]:
     """Split N tokens into ceil(N / max_window_tokens) windows whose sizes differ by at most one token, so no
     padding (and no attention mask) is needed: [(num_windows, tokens_per_window), ...], at most two entries."""
-    num_windows = math.ceil(num_tokens / max_window_tokens)
-    base, num_long = divmod(num_tokens, num_windows)
+    num_windows = -(-num_tokens // max_window_tokens)                  # ceil, in integer ops (symbolic-shape safe)
+    base, num_long = num_tokens // num_windows, num_tokens % num_windows
     sizes = [(num_long, base + 1), (num_windows - num_long, base)]
     return [(count, length) for count, length in sizes if count > 0]
 
