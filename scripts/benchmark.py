@@ -582,7 +582,8 @@ def plot_scaling(results: dict, path: str) -> None:
         axis.grid(True, which="both", alpha=0.3)
         axis.legend(fontsize=8)
     context = results["context"]
-    figure.suptitle(f"CPU ({context['threads']} threads), float32, torch {context['torch']}", fontsize=10)
+    threads = f"{context['threads']} thread" + ("s" if context["threads"] != 1 else "")
+    figure.suptitle(f"CPU ({threads}), float32, batch 1, torch {context['torch']}", fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
