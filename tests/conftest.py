@@ -41,3 +41,27 @@ def tiny_config():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+def check_weight_layouts(test_case, model_classes, config) -> None:
+    """Replaces the common `test_load_contiguous_weights` (every parameter contiguous after init and after
+    `from_pretrained`): convolution weights are deliberately channels-last (`use_channels_last_convolution_weights`),
+    every other parameter must be contiguous, in both places, and a saved checkpoint holds the same values."""
+    import tempfile
+
+    def check(model):
+        for name, param in model.named_parameters():
+            if param.ndim == 4:
+                test_case.assertTrue(param.is_contiguous(memory_format=torch.channels_last), f"{name} not channels-last")
+            else:
+                test_case.assertTrue(param.is_contiguous(), f"{name} not contiguous")
+
+    for model_class in model_classes:
+        model = model_class(config)
+        check(model)
+        with tempfile.TemporaryDirectory() as tmpdirname:
+            model.save_pretrained(tmpdirname)
+            loaded = model_class.from_pretrained(tmpdirname)
+        check(loaded)
+        for (name, param), loaded_param in zip(model.named_parameters(), loaded.parameters()):
+            test_case.assertTrue(torch.equal(param, loaded_param), name)

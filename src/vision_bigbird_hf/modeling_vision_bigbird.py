@@ -263,7 +263,10 @@ def seeded_window_order(height: int, width: int, seed: int, device: torch.device
     for multiplier in (1_103_515_245, 1_274_126_177):                                       # 31-bit products fit in int64
         keys = (keys * multiplier) % 2_147_483_647
         keys = keys ^ (keys >> 13)
-    return torch.argsort(keys, stable=True)                                                  # (N,)
+    # Position as the low digits makes every key distinct, so a plain sort gives the stable order (a stable sort
+    # does not convert to ONNX) and the permutation is the same on every backend.
+    keys = keys * (height * width) + torch.arange(height * width, device=device, dtype=torch.int64)  # < 2**31 * N
+    return torch.argsort(keys)                                                               # (N,)
 
 
 def grid_window_order(height: int, width: int, window_size: int, device: torch.device) -> torch.Tensor:
@@ -276,25 +279,37 @@ def grid_window_order(height: int, width: int, window_size: int, device: torch.d
     return torch.argsort((tile * window_size**2 + within).flatten(), stable=True)           # (N,)
 
 
-def window_sizes(num_tokens: int, max_window_tokens: int) -> list[tuple[int, int]]:
+def window_sizes(num_tokens: int, max_window_tokens: int, keep_empty: bool = False) -> list[tuple[int, int]]:
     """Split N tokens into ceil(N / max_window_tokens) windows whose sizes differ by at most one token, so no
-    padding (and no attention mask) is needed: [(num_windows, tokens_per_window), ...], at most two entries."""
+    padding (and no attention mask) is needed: [(num_windows, tokens_per_window), ...], at most two entries.
+    `keep_empty` keeps both entries even when one has no windows (N divisible): the branch-free form for
+    torch.export with dynamic height and width, where N is symbolic."""
     num_windows = -(-num_tokens // max_window_tokens)                  # ceil, in integer ops (symbolic-shape safe)
     base, num_long = num_tokens // num_windows, num_tokens % num_windows
     sizes = [(num_long, base + 1), (num_windows - num_long, base)]
-    return [(count, length) for count, length in sizes if count > 0]
+    return sizes if keep_empty else [(count, length) for count, length in sizes if count > 0]
 
 
-def tokens_to_windows(shuffled: torch.Tensor, sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
-    """(B, N, ...) tokens in window order -> one (B*nW, w, ...) tensor per window size in `sizes`."""
-    batch_size, _, *rest = shuffled.shape
-    chunks = shuffled.split([count * length for count, length in sizes], dim=1)             # (B, nW*w, ...) each
-    return [chunk.reshape(batch_size * count, length, *rest) for chunk, (count, length) in zip(chunks, sizes)]
+def tokens_to_windows(tokens: torch.Tensor, order: torch.Tensor, sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
+    """(B, N, ...) tokens and a window order (N,) -> one (B*nW, w, ...) tensor per window size in `sizes`: window k
+    of a size holds tokens[:, order[start_k : start_k + w]]. Each size is gathered on its own, so every result is a
+    fresh contiguous tensor and the reshape is a view whatever the batch size (no shape guard on B == 1).
+    `index_select` rather than advanced indexing: its backward is a plain index_add instead of an accumulating
+    index_put (a 2% faster training step, docs/benchmarks.md)."""
+    batch_size, _, *rest = tokens.shape
+    group_orders = order.split([count * length for count, length in sizes])                 # (nW*w,) each
+    return [
+        tokens.index_select(1, group_order).reshape(batch_size * count, length, *rest)
+        for group_order, (count, length) in zip(group_orders, sizes)
+    ]
 
 
-def windows_to_tokens(windows: list[torch.Tensor], batch_size: int) -> torch.Tensor:
-    """Inverse of `tokens_to_windows`: one (B*nW, w, ...) tensor per window size -> (B, N, ...) in window order."""
-    tokens = [group.reshape(batch_size, -1, *group.shape[2:]) for group in windows]
+def windows_to_tokens(windows: list[torch.Tensor], sizes: list[tuple[int, int]], batch_size: int) -> torch.Tensor:
+    """One (B*nW, w, ...) tensor per window size in `sizes` -> (B, N, ...) in window order (undo with the inverse
+    order). Sizes are explicit (no -1), so an empty group (`keep_empty`) reshapes too."""
+    tokens = [
+        group.reshape(batch_size, count * length, *group.shape[2:]) for group, (count, length) in zip(windows, sizes)
+    ]
     return tokens[0] if len(tokens) == 1 else torch.cat(tokens, dim=1)
 
 
@@ -322,18 +337,59 @@ class VisionBigBirdRSWinHeads(nn.Module):
             return sample_window_order(height * width, device)
         return seeded_window_order(height, width, self.seed, device)
 
+    def padded_window_attention(self, qkv: torch.Tensor, order: torch.Tensor, inverse_order: torch.Tensor):
+        """The same windows as `forward`, in a branch-free form for tracing with dynamic height and width (N symbolic:
+        torch.export with dynamic shapes, torch.compile after a size change): all nW windows are padded to the longest length L and the padding keys are masked, so there is
+        one attention call whatever N is. One extra, fully masked window (dropped afterwards) keeps the window axis
+        longer than 1 for every input, so the trace does not specialise on "one window" (which the 7x7 last stage of
+        a 224x224 input has). qkv: (B, N, 3*h*d) -> (B, N, h*d), None."""
+        num_tokens, device = qkv.shape[1], qkv.device
+        num_windows = -(-num_tokens // self.window_tokens)                                   # nW = ceil(N / T)
+        base, num_long = num_tokens // num_windows, num_tokens % num_windows                 # r windows of base+1
+        longest = -(-num_tokens // num_windows)                                              # L = ceil(N / nW)
+        window = torch.arange(num_windows + 1, device=device).unsqueeze(1)                   # (nW+1, 1), last: extra
+        slot = torch.arange(longest, device=device).unsqueeze(0)                             # (1, L)
+        start = window * base + torch.clamp(window, max=num_long)                            # (nW+1, 1)
+        valid = (slot < base + (window < num_long).long()) & (window < num_windows)          # (nW+1, L)
+        position = torch.clamp(start + slot, max=num_tokens - 1)                             # (nW+1, L) window order
+        windows = qkv[:, order[position]].unflatten(-1, (3, self.num_heads, self.head_dim))  # (B, nW+1, L, 3, h, d)
+        query, key, value = windows.permute(3, 0, 1, 4, 2, 5).unbind(0)                     # (B, nW+1, h, L, d)
+        mask = torch.zeros(valid.shape, dtype=qkv.dtype, device=device).masked_fill(~valid, torch.finfo(qkv.dtype).min)
+        # attention written out: ONNX's attention op takes 4-D inputs only, and these are 5-D
+        scores = torch.matmul(query, key.transpose(-1, -2)) * self.scaling + mask[:, None, None, :]  # (B, nW+1, h, L, L)
+        probs = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+        window_output = torch.matmul(probs, value)                                          # (B, nW+1, h, L, d)
+        window_output = window_output.transpose(2, 3).flatten(3)                             # (B, nW+1, L, h*d)
+        # token t sits at window-order position p = inverse_order[t]: window i, slot j. Divisors as 0-d tensors:
+        # the ONNX conversion has no remainder by a symbolic integer.
+        long_length = torch.scalar_tensor(base + 1, dtype=torch.long, device=device)
+        short_length = torch.scalar_tensor(base, dtype=torch.long, device=device)
+        long_tokens = num_long * (base + 1)
+        rest = torch.clamp(inverse_order - long_tokens, min=0)                               # (N,)
+        is_long = inverse_order < long_tokens                                                # (N,)
+        window_of_token = torch.where(
+            is_long, torch.div(inverse_order, long_length, rounding_mode="floor"),
+            num_long + torch.div(rest, short_length, rounding_mode="floor"),
+        )                                                                                    # (N,)
+        slot_of_token = torch.where(
+            is_long, torch.remainder(inverse_order, long_length), torch.remainder(rest, short_length)
+        )                                                                                    # (N,)
+        return window_output[:, window_of_token, slot_of_token], None                       # (B, N, h*d)
+
     def forward(self, qkv: torch.Tensor, height: int, width: int, **kwargs: Unpack[TransformersKwargs]):
         """qkv: (B, N, 3*h*d) -> output (B, N, h*d), weights (B, h, N, w) or None (sdpa)."""
         batch_size, num_tokens, _ = qkv.shape
         order = self.window_order(height, width, qkv.device)                                 # (N,)
         inverse_order = torch.empty_like(order).scatter_(0, order, torch.arange(num_tokens, device=qkv.device))
-        shuffled = qkv[:, order].unflatten(-1, (3, self.num_heads, self.head_dim))         # (B, N, 3, h, d)
+        if isinstance(num_tokens, torch.SymInt):  # traced with dynamic sizes (torch.export, torch.compile)
+            return self.padded_window_attention(qkv, order, inverse_order)
         sizes = window_sizes(num_tokens, self.window_tokens)
+        head_qkv = qkv.unflatten(-1, (3, self.num_heads, self.head_dim))                   # (B, N, 3, h, d)
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
         )
         outputs, weights = [], []
-        for windows in tokens_to_windows(shuffled, sizes):                                  # at most 2 window sizes
+        for windows in tokens_to_windows(head_qkv, order, sizes):                           # at most 2 window sizes
             query, key, value = windows.permute(2, 0, 3, 1, 4).unbind(0)                    # (B*nW, h, w, d) each
             window_output, window_weights = attention_interface(
                 self,
@@ -347,17 +403,48 @@ class VisionBigBirdRSWinHeads(nn.Module):
             )                                                                                # (B*nW, w, h, d)
             outputs.append(window_output.flatten(2))                                         # (B*nW, w, h*d)
             weights.append(window_weights)
-        shuffled_output = windows_to_tokens(outputs, batch_size)                             # (B, N, h*d)
-        hidden_states = shuffled_output[:, inverse_order]                                   # (B, N, h*d)
+        shuffled_output = windows_to_tokens(outputs, sizes, batch_size)                      # (B, N, h*d)
+        hidden_states = shuffled_output.index_select(1, inverse_order)                      # (B, N, h*d)
         if weights[0] is None:
             return hidden_states, None
         longest = sizes[0][1]
         padded = [nn.functional.pad(w, (0, longest - w.shape[-1])).transpose(1, 2) for w in weights]  # (B*nW, w, h, w_max)
-        token_weights = windows_to_tokens(padded, batch_size)[:, inverse_order]             # (B, N, h, w_max)
+        token_weights = windows_to_tokens(padded, sizes, batch_size)[:, inverse_order]      # (B, N, h, w_max)
         return hidden_states, token_weights.transpose(1, 2)                                  # (B, h, N, w_max)
 
 
 # ---- Head group 3: average-pooled global heads -----------------------------
+
+
+def adaptive_pool_matrix(size: int, pool_size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(pool_size, size) averaging matrix of adaptive average pooling to p = min(pool_size, size) bins along one
+    axis: row i < p averages positions floor(i*size/p) .. ceil((i+1)*size/p) - 1, as `adaptive_avg_pool2d` does;
+    rows i >= p (an axis shorter than pool_size) are zero. The row count stays the constant pool_size whatever the
+    (symbolic) size, and p enters only as a tensor value, so torch.export traces no guard on it."""
+    bins = torch.arange(pool_size, device=device).unsqueeze(1)                               # (pool, 1)
+    positions = torch.arange(size, device=device).unsqueeze(0)                               # (1, S)
+    size_tensor = torch.scalar_tensor(size, dtype=torch.long, device=device)
+    pooled = torch.clamp(size_tensor, max=pool_size)                                         # p, 0-d
+    start = torch.div(bins * size_tensor, pooled, rounding_mode="floor")                     # (pool, 1)
+    end = torch.div((bins + 1) * size_tensor + pooled - 1, pooled, rounding_mode="floor")   # (pool, 1) ceil
+    inside = (positions >= start) & (positions < end) & (bins < pooled)                      # (pool, S)
+    return inside.to(dtype) / torch.clamp(end - start, min=1).to(dtype)                      # (pool, S)
+
+
+def adaptive_avg_pool_tokens(
+    hidden_states: torch.Tensor, height: int, width: int, pool_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`adaptive_avg_pool2d` of the token map to min(pool_size, H) x min(pool_size, W), as two matmuls on a fixed
+    pool_size x pool_size grid whose unused cells are flagged: (B, N, C) on an H x W grid -> pooled (B, pool**2, C)
+    and valid (pool**2,) bool. Used when the sizes are symbolic (dynamic-shape tracing): the ONNX conversion of
+    adaptive pooling bakes in the traced input size, and a pooled grid whose size depends on the input would make
+    the trace guard on it."""
+    rows = adaptive_pool_matrix(height, pool_size, hidden_states.device, hidden_states.dtype)  # (pool, H)
+    cols = adaptive_pool_matrix(width, pool_size, hidden_states.device, hidden_states.dtype)   # (pool, W)
+    grid = hidden_states.unflatten(1, (height, width))                                       # (B, H, W, C)
+    pooled = torch.einsum("ph,bhwc,qw->bpqc", rows, grid, cols)                              # (B, pool, pool, C)
+    valid = (rows.sum(-1) > 0).unsqueeze(1) & (cols.sum(-1) > 0).unsqueeze(0)                # (pool, pool)
+    return pooled.flatten(1, 2), valid.flatten()                                             # (B, P, C), (P,)
 
 
 class VisionBigBirdGlobalHeads(nn.Module):
@@ -380,11 +467,18 @@ class VisionBigBirdGlobalHeads(nn.Module):
     ):
         """query: (B, N, h*d), hidden_states: (B, N, C) -> output (B, N, h*d), weights (B, h, N, P) or None."""
         batch_size, num_tokens, _ = query.shape
-        pooled_map = nn.functional.adaptive_avg_pool2d(
-            tokens_to_feature_map(hidden_states, height, width),
-            (min(self.pool_size, height), min(self.pool_size, width)),
-        )                                                                                    # (B, C, p, p)
-        pooled_tokens = self.pool_norm(feature_map_to_tokens(pooled_map))                    # (B, P, C)
+        key_mask = None
+        if isinstance(height * width, torch.SymInt):  # traced with dynamic sizes: one graph for every input size
+            pooled_tokens, valid = adaptive_avg_pool_tokens(hidden_states, height, width, self.pool_size)
+            key_mask = torch.zeros(valid.shape, dtype=query.dtype, device=query.device)
+            key_mask = key_mask.masked_fill(~valid, torch.finfo(query.dtype).min)[None, None, None, :]  # (1, 1, 1, P)
+        else:
+            pooled_map = nn.functional.adaptive_avg_pool2d(
+                tokens_to_feature_map(hidden_states, height, width),
+                (min(self.pool_size, height), min(self.pool_size, width)),
+            )                                                                                # (B, C, p, p)
+            pooled_tokens = feature_map_to_tokens(pooled_map)                                # (B, P, C)
+        pooled_tokens = self.pool_norm(pooled_tokens)                                        # (B, P, C)
         pooled_key, pooled_value = (
             self.kv(pooled_tokens).unflatten(-1, (2, self.num_heads, self.head_dim)).permute(2, 0, 3, 1, 4).unbind(0)
         )                                                                                    # (B, h, P, d) each
@@ -397,7 +491,7 @@ class VisionBigBirdGlobalHeads(nn.Module):
             head_query,
             pooled_key,
             pooled_value,
-            None,
+            key_mask,
             dropout=self.config.attention_probs_dropout_prob if self.training else 0.0,
             scaling=self.scaling,
             **kwargs,
@@ -542,6 +636,26 @@ class VisionBigBirdPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["VisionBigBirdLayer"]
     _supports_sdpa = True
+
+    def post_init(self):
+        super().post_init()
+        self.use_channels_last_convolution_weights()
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        loaded = super().from_pretrained(*args, **kwargs)                # the model, or (model, info) with
+        model = loaded[0] if isinstance(loaded, tuple) else loaded         # output_loading_info=True
+        model.use_channels_last_convolution_weights()  # loading replaces the parameters with contiguous tensors
+        return loaded
+
+    def use_channels_last_convolution_weights(self) -> None:
+        """Store every convolution weight channels-last. The convolutions here always receive channels-last maps
+        (views of the tokens), and oneDNN would otherwise reorder a contiguous NCHW weight at every call: for the
+        tiny preset's stage-4 downsampling a 10.6 MB copy per forward (docs/benchmarks.md). Same values; saved
+        checkpoints are contiguous as usual."""
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d) and not module.weight.is_meta:
+                module.weight.data = module.weight.data.contiguous(memory_format=torch.channels_last)
 
     def _init_weights(self, module: nn.Module) -> None:
         """Truncated-normal linears, fan-out normal convolutions (as PVTv2), unit layer norms."""
