@@ -1,6 +1,7 @@
 """Regenerate the measured parts of the model cards in `model_cards/`, so no number in a card is typed by hand.
 
-    python scripts/make_model_cards.py                 # every card: YAML header, architecture, parameters / GMACs
+    python scripts/make_model_cards.py                 # every card: YAML header, architecture, parameters / GMACs,
+                                                       # and the study section of the Fashion-MNIST card
     python scripts/make_model_cards.py --fashion_mnist_results runs/demo-fashion-mnist/all_results.json
 
 Each card's hand-written text stays as it is; the script rewrites
@@ -10,8 +11,12 @@ Each card's hand-written text stays as it is; the script rewrites
 - `<!-- cost:start -->...<!-- cost:end -->`: parameters and forward GMACs, counted by `scripts/model_cost.py`
   (`count_parameters`, `count_forward_macs`) on the meta device (shapes only; the same counts as on CPU);
 - Fashion-MNIST card only: `<!-- command:start -->` (the training command `scripts/demo.py` runs, i.e. the README's
-  main job) and `<!-- results:start -->` (accuracies from the `all_results.json` the demo writes). Without a results
-  file the results section and the `model-index` are left as they are.
+  main job), `<!-- results:start -->` (this model's accuracies, from the `all_results.json` the demo writes; without
+  `--fashion_mnist_results` the results section and the `model-index` are left as they are) and
+  `<!-- study:start -->` (how the architecture compares with same-size peers and its own ablations: the numbers and
+  claims of the small-scale study `docs/results.md`, read from the `docs/results.json` that
+  `python scripts/compare_models.py --report` writes with it; `--study_results` picks another file; without the
+  file the study section is left as it is). The `model-index` holds only this model's own test accuracy.
 
 The configs are built by the same code that builds the models: `VisionBigBirdConfig.from_preset` for the presets,
 the training script's `parse_args` + `build_config` on the demo's command for the Fashion-MNIST model.
@@ -22,6 +27,7 @@ import json
 import re
 import shlex
 import sys
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from unittest import mock
@@ -46,6 +52,8 @@ FASHION_MNIST_CARD = "vision-bigbird-fashion-mnist"
 PRESET_CARDS = {"vision-bigbird-tiny": "tiny", "vision-bigbird-small": "small", "vision-bigbird-base": "base"}
 COMMON_TAGS = ["vision", "image-classification", "vision_bigbird", "custom_code"]
 COST_IMAGE_SIZE = 224
+STUDY_RESULTS = REPO_ROOT / "docs" / "results.json"
+STUDY_HEADING = "## How the architecture compares (small-scale study)"
 
 
 @dataclass
@@ -53,6 +61,13 @@ class ModelCardArguments:
     fashion_mnist_results: str | None = field(
         default=None,
         metadata={"help": "all_results.json of the demo run (scripts/run_demo.sh) to fill the Fashion-MNIST results."},
+    )
+    study_results: str = field(
+        default=str(STUDY_RESULTS),
+        metadata={
+            "help": "results.json of the small-scale study (python scripts/compare_models.py --report writes it "
+            "next to docs/results.md) to fill the Fashion-MNIST card's study section (default: docs/results.json)."
+        },
     )
     cards_dir: str = field(default=str(MODEL_CARDS), metadata={"help": "Folder holding one folder per card."})
 
@@ -84,6 +99,11 @@ def fashion_mnist_config() -> VisionBigBirdConfig:
 def demo_image_size() -> int:
     command = demo_training_command()
     return int(command[command.index("--image_size") + 1])
+
+
+def demo_min_crop_scale() -> float:
+    command = demo_training_command()
+    return float(command[command.index("--min_crop_scale") + 1])
 
 
 # ---- Measured sections -------------------------------------------------------------
@@ -180,6 +200,87 @@ def results_section(metrics: dict, metrics_path: str) -> str:
     ])
 
 
+def format_accuracy(entry: dict) -> str:
+    """'85.47 ± 0.22 (n=3)', as `docs/results.md` prints a configuration's test accuracy (in percent)."""
+    if not entry["n_seeds"]:
+        return "not run"
+    mean, sd = entry["test_accuracy_mean"], entry["test_accuracy_sd"]
+    return f"{mean:.2f}" + (f" ± {sd:.2f}" if sd is not None else "") + f" (n={entry['n_seeds']})"
+
+
+def describe_overrides(overrides: str) -> str:
+    """'widths 30-60-120-240, depths 1-1-2-1, heads 3-3-6-6' from a `--config_overrides` string of the training
+    script (parsed by the training script's own parser)."""
+    import train_image_classification
+
+    fields = train_image_classification.parse_config_overrides(overrides)
+    labels = {"hidden_sizes": "widths", "depths": "depths", "num_heads": "heads"}
+    return ", ".join(f"{label} {'-'.join(map(str, fields[key]))}" for key, label in labels.items() if key in fields)
+
+
+def study_section(study: dict, study_path: str, model_params: int, model_min_crop_scale: float) -> str:
+    """The study's table and reading (from its results.json `study`) for the Fashion-MNIST card, with what sets the
+    study's Vision Big Bird apart from this model (`model_params` parameters, crops of `model_min_crop_scale`-1)."""
+    (vbb,) = [entry for entry in study["configurations"] if entry["kind"] == "vbb"]
+    settings = study["scale_settings"]
+    epochs = settings["num_train_epochs"]
+    if vbb["params"] == model_params:
+        size = "as large as"
+    else:
+        size = "smaller than" if vbb["params"] < model_params else "larger than"
+    intro = (
+        f"These are not this model's numbers: they come from the small-scale study `{study['report']}` of the "
+        f"vision-bigbird-hf repository (`{study['generated_by']}` writes it and `{study_path}`, from which this "
+        "section is generated). There every configuration is trained from scratch on Fashion-MNIST with one shared "
+        f"recipe ({study['train_images']:,} training images, {epochs:g} epoch{'' if epochs == 1 else 's'} = "
+        f"{study['steps_per_run']} steps of batch {settings['batch_size']}, "
+        f"{study['image_size']}x{study['image_size']} input, random crops of scale "
+        f"{study['recipe']['min_crop_scale']:g}-1) once for each of the seeds "
+        f"{', '.join(map(str, study['seeds']))}, and tested on the {study['test_images']:,} official test images. "
+        f"The study's Vision Big Bird, `{vbb['name']}` ({vbb['description']}; "
+        f"{describe_overrides(vbb['config_overrides'])}; {vbb['params'] / 1e6:.2f} M parameters), is a different "
+        f"model, {size} this demo model ({model_params / 1e6:.2f} M parameters, trained with crops of scale "
+        f"{model_min_crop_scale:g}-1, see *Training*), so its accuracies are not this model's. The peers are "
+        "transformers' models scaled to its parameter count; the ablations remove one part of it."
+    )
+    lines = [
+        textwrap.fill(intro, width=115, break_long_words=False, break_on_hyphens=False),
+        "",
+        "| configuration | what | test accuracy % (mean ± sd, n seeds) | params (M) |",
+        "|---|---|---:|---:|",
+    ]
+    for entry in study["configurations"]:
+        lines.append(
+            f"| `{entry['name']}` | {entry['description']} | {format_accuracy(entry)} | {entry['params'] / 1e6:.3f} |"
+        )
+    lines += [
+        "",
+        f"The study's reading of its numbers ({study['finished_runs']} of {study['planned_runs']} planned runs "
+        "finished):",
+        "",
+        *study["claims"],
+        "",
+        study["caveats"],
+    ]
+    return "\n".join(lines)
+
+
+def load_study(path: Path) -> dict | None:
+    """The study's results.json, or None (with a note) when there is none."""
+    if not path.is_file():
+        print(f"note: no study results at {path}: the Fashion-MNIST card's study section is left as it is")
+        return None
+    return json.loads(path.read_text())
+
+
+def display_path(path: Path) -> str:
+    """`path` relative to the repository when it is inside it."""
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
 # ---- YAML header -----------------------------------------------------------------
 
 
@@ -246,14 +347,26 @@ def replace_section(text: str, name: str, body: str) -> str:
     )
 
 
-def render_card(card: str, text: str, metrics: dict | None = None, metrics_path: str | None = None) -> str:
-    """The card `text` with its generated parts rewritten (results only when `metrics` are given)."""
+def render_card(
+    card: str,
+    text: str,
+    metrics: dict | None = None,
+    metrics_path: str | None = None,
+    study: dict | None = None,
+    study_path: str | None = None,
+) -> str:
+    """The card `text` with its generated parts rewritten (results only when `metrics` are given, the Fashion-MNIST
+    card's study section only when the study's results.json `study` is given)."""
     old_metadata, body = split_front_matter(text)
     if card == FASHION_MNIST_CARD:
         config, image_sizes = fashion_mnist_config(), [demo_image_size(), COST_IMAGE_SIZE]
         body = replace_section(body, "command", command_section())
         if metrics is not None:
             body = replace_section(body, "results", results_section(metrics, metrics_path))
+        if study is not None:
+            with torch.device("meta"):
+                params = count_parameters(VisionBigBirdForImageClassification(config))
+            body = replace_section(body, "study", study_section(study, study_path, params, demo_min_crop_scale()))
         model_index = fashion_mnist_model_index(metrics) if metrics is not None else old_metadata.get("model-index")
     else:
         config, image_sizes, model_index = preset_config(PRESET_CARDS[card]), [COST_IMAGE_SIZE], None
@@ -266,12 +379,21 @@ def render_card(card: str, text: str, metrics: dict | None = None, metrics_path:
 def main():
     (args,) = HfArgumentParser(ModelCardArguments).parse_args_into_dataclasses()
     metrics = json.loads(Path(args.fashion_mnist_results).read_text()) if args.fashion_mnist_results else None
+    study_path = Path(args.study_results)
+    study = load_study(study_path)
     print(f"torch {torch.__version__}; counting on the meta device, batch 1")
     for card in [*PRESET_CARDS, FASHION_MNIST_CARD]:
         path = Path(args.cards_dir) / card / "README.md"
-        card_metrics = metrics if card == FASHION_MNIST_CARD else None
-        path.write_text(render_card(card, path.read_text(), card_metrics, args.fashion_mnist_results))
-        print(f"updated {path}" + (f" (results from {args.fashion_mnist_results})" if card_metrics else ""))
+        if card == FASHION_MNIST_CARD:
+            text = render_card(
+                card, path.read_text(), metrics, args.fashion_mnist_results, study, display_path(study_path)
+            )
+            sources = [f"results from {args.fashion_mnist_results}"] if metrics else []
+            sources += [f"study from {display_path(study_path)}"] if study else []
+        else:
+            text, sources = render_card(card, path.read_text()), []
+        path.write_text(text)
+        print(f"updated {path}" + (f" ({'; '.join(sources)})" if sources else ""))
 
 
 if __name__ == "__main__":

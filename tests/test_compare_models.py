@@ -2,11 +2,12 @@
 Tests of `scripts/compare_models.py`: the peers' parameter budget and the ablations' head splits (models built, not
 trained), a `--smoke` study of a few configurations on the real Fashion-MNIST (per-run metrics, a second invocation
 that skips finished runs and restarts an interrupted one, the report), the job order, and the report's reading of
-the numbers on hand-made runs.
+the numbers and its results.json on hand-made runs.
 """
 
 import json
 import os
+import statistics
 import sys
 from pathlib import Path
 
@@ -177,12 +178,14 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch)
     assert {entry["step"] for entry in log_history if "loss" in entry} >= {1, 8}  # the first attempt's logs are kept
 
 
-def fake_run(output_dir: Path, name: str, seed: int, test_accuracy: float):
+def fake_run(output_dir: Path, name: str, seed: int, test_accuracy: float, eval_accuracy: float | None = None,
+             train_runtime: float = 60.0, params: int = 1_000_000):
     run_dir = compare_models.run_dir_of(output_dir, name, seed)
     run_dir.mkdir(parents=True)
     metrics = {
-        "name": name, "seed": seed, "test_accuracy": test_accuracy, "eval_accuracy": test_accuracy,
-        "train_runtime": 60.0, "job_wall_seconds": 70.0, "resumed_from": None, "params": 1_000_000,
+        "name": name, "seed": seed, "test_accuracy": test_accuracy,
+        "eval_accuracy": test_accuracy if eval_accuracy is None else eval_accuracy,
+        "train_runtime": train_runtime, "job_wall_seconds": 70.0, "resumed_from": None, "params": params,
         "macs": 4_000_000, "torch_threads": 1,
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
@@ -208,3 +211,54 @@ def test_report_reads_the_claims_from_the_numbers(tmp_path):
     global_line = next(line for line in text.splitlines() if "Contribution of the global heads" in line)
     assert "per seed: -0.50, +0.30" in global_line and "within seed-to-seed noise" in global_line
     assert "Contribution of the RS-Win heads.** Not measured yet" in text
+
+
+def test_report_writes_results_json_with_the_numbers_of_the_runs(tmp_path):
+    """results.json beside results.md: every configuration in order, with the numbers of its (hand-made) runs."""
+    # name: [(seed, test %, validation %, train seconds)]; 3, 2 and 1 seeds, and vbb-grid with none
+    made_up = {
+        "vbb": [(0, 90.0, 89.5, 120.0), (1, 90.4, 89.9, 150.0), (2, 89.7, 90.2, 90.0)],
+        "swin": [(0, 90.8, 90.1, 60.0), (2, 91.1, 90.3, 66.0)],
+        "vbb-no-conv": [(1, 88.3, 88.0, 75.0)],
+    }
+
+    def runs_of(name: str) -> list[tuple]:
+        return made_up.get(name, [] if name == "vbb-grid" else [(0, 85.0, 85.0, 60.0)])
+
+    for name in CONFIGS:
+        for seed, test, validation, seconds in runs_of(name):
+            fake_run(tmp_path, name, seed, test / 100, validation / 100, seconds, params=1_000_000 + len(name))
+    text = compare_models.write_report(tmp_path, tmp_path / "docs" / "results.md", "study", [0, 1, 2], 2)
+    summary = json.loads((tmp_path / "docs" / "results.json").read_text())
+
+    assert summary["scale"] == "study" and summary["seeds"] == [0, 1, 2]
+    assert summary["test_images"] == compare_models.TEST_SIZE
+    assert summary["finished_runs"] == sum(len(runs_of(name)) for name in CONFIGS)
+    assert summary["planned_runs"] == 3 * len(CONFIGS)
+    assert "--report" in summary["generated_by"]
+    assert [entry["name"] for entry in summary["configurations"]] == list(CONFIGS)
+    entries = {entry["name"]: entry for entry in summary["configurations"]}
+    for name, entry in entries.items():
+        assert entry["kind"] == CONFIGS[name].kind and entry["description"] == CONFIGS[name].description
+        runs = runs_of(name)
+        assert entry["n_seeds"] == len(runs)
+        assert entry["test_accuracy_per_seed"] == {str(seed): pytest.approx(test) for seed, test, _, _ in runs}
+        tests, validations = [run[1] for run in runs], [run[2] for run in runs]
+        if runs:
+            assert entry["test_accuracy_mean"] == pytest.approx(statistics.mean(tests))
+            assert entry["validation_accuracy_mean"] == pytest.approx(statistics.mean(validations))
+            assert entry["train_minutes_mean"] == pytest.approx(statistics.mean(run[3] for run in runs) / 60)
+            assert entry["params"] == 1_000_000 + len(name)
+        else:
+            assert entry["test_accuracy_mean"] is None and entry["validation_accuracy_mean"] is None
+            assert entry["params"] == compare_models.model_cost(CONFIGS[name])["params"]  # counted, not run
+        if len(runs) > 1:
+            assert entry["test_accuracy_sd"] == pytest.approx(statistics.stdev(tests))
+        else:
+            assert entry["test_accuracy_sd"] is None
+    # the same numbers as results.md's table and claims
+    assert f"| {entries['vbb']['test_accuracy_mean']:.2f} ± {entries['vbb']['test_accuracy_sd']:.2f} (n=3) |" in text
+    assert f"| {entries['vbb-no-conv']['test_accuracy_mean']:.2f} (n=1) |" in text
+    assert summary["claims"] == [line for line in text.splitlines() if line.startswith("- **")]
+    assert len(summary["claims"]) == 6
+    assert summary["caveats"] in text.splitlines()

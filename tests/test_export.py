@@ -1,5 +1,5 @@
-"""Export of the classifier: torch.export with static and with dynamic batch/height/width, and transformers 5.x's ONNX
-exporter run on ONNX Runtime. Under torch.export the model takes its branch-free paths (padded RS-Win windows,
+"""Compile and export of the classifier: no graph breaks under torch.compile, torch.export with static and with dynamic
+batch/height/width, and transformers 5.x's ONNX exporter run on ONNX Runtime. Under torch.export the model takes its branch-free paths (padded RS-Win windows,
 pooling on a fixed grid with masked keys: see `VisionBigBirdRSWinHeads.padded_window_attention` and
 `adaptive_avg_pool_tokens`), whose equivalence to the eager paths is also tested here directly."""
 
@@ -61,6 +61,22 @@ def test_fixed_grid_pooling_equals_adaptive_avg_pool2d(height, width, pool_size)
     grid = pooled.unflatten(1, (pool_size, pool_size))
     torch.testing.assert_close(grid[:, :p_h, :p_w].flatten(1, 2), expected, atol=1e-6, rtol=1e-6)
     assert valid.reshape(pool_size, pool_size)[:p_h, :p_w].all() and not grid[:, p_h:].any()
+
+
+# ---- torch.compile ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
+def test_dynamo_traces_the_whole_model_in_one_graph(training):
+    model = tiny_classifier().train(training)
+    inputs = {"pixel_values": torch.randn(2, 3, 64, 64)}
+    if training:
+        inputs["labels"] = torch.tensor([1, 3])
+    torch._dynamo.reset()
+    with torch.set_grad_enabled(training):
+        explanation = torch._dynamo.explain(model)(**inputs)
+    assert explanation.graph_break_count == 0, [str(reason.reason) for reason in explanation.break_reasons]
+    assert explanation.graph_count == 1
 
 
 # ---- torch.export -----------------------------------------------------------------------------------------------------

@@ -89,10 +89,9 @@ def test_window_sizes_cover_every_token_once_and_differ_by_at_most_one(num_token
 
 
 @pytest.mark.parametrize("num_tokens", [36, 35, 50])
-@pytest.mark.parametrize("keep_empty", [False, True])
-def test_windows_to_tokens_undoes_tokens_to_windows(num_tokens, keep_empty):
+def test_windows_to_tokens_undoes_tokens_to_windows(num_tokens):
     tokens = torch.randn(3, num_tokens, 5)
-    sizes = window_sizes(num_tokens, 9, keep_empty=keep_empty)
+    sizes = window_sizes(num_tokens, 9)
     identity = torch.arange(num_tokens)
     windows = tokens_to_windows(tokens, identity, sizes)
     assert torch.equal(windows_to_tokens(windows, sizes, 3), tokens)
@@ -106,12 +105,6 @@ def test_windows_to_tokens_undoes_tokens_to_windows(num_tokens, keep_empty):
     for window_group in tokens_to_windows(ids, order, sizes):
         images = window_group.squeeze(-1) // num_tokens                      # (B*nW, w): image index of each member
         assert (images == images[:, :1]).all()
-
-
-def test_window_sizes_keep_empty_keeps_a_zero_count_entry_when_n_divides():
-    assert window_sizes(36, 9) == [(4, 9)]
-    assert window_sizes(36, 9, keep_empty=True) == [(0, 10), (4, 9)]
-    assert window_sizes(35, 9, keep_empty=True) == window_sizes(35, 9) == [(3, 9), (1, 8)]
 
 
 # ---- RS-Win heads against dense masked attention --------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Model cards in model_cards/: each YAML header parses and carries the Hub metadata, every number in a card is what
-scripts/make_model_cards.py measures (parameters exactly, MACs to the printed precision), and each card is exactly
-what the script writes, so no generated part was edited by hand."""
+scripts/make_model_cards.py measures (parameters exactly, MACs to the printed precision), each card is exactly
+what the script writes, so no generated part was edited by hand, and the Fashion-MNIST card's study section is what
+the script writes from docs/results.json and agrees with docs/results.md."""
 
 import json
 import re
@@ -139,3 +140,76 @@ def test_results_are_filled_from_a_metrics_file_and_kept_on_the_next_run():
     assert metadata["model-index"][0]["results"][0]["dataset"]["split"] == "test"
     assert cards.render_card(card, filled) == filled  # a later run without a results file keeps them
 
+
+
+def study_rows(text: str) -> dict[str, tuple[str, str]]:
+    """{configuration: (test accuracy cell, params cell)} of the first table whose rows start `| `name` | what |
+    test |`: the card's study table (params last) or the results table of docs/results.md (params 6th)."""
+    rows = {}
+    for line in text.splitlines():
+        match = re.match(r"^\| `([\w-]+)` \| (.*) \|$", line)
+        if match and match[1] not in rows:  # docs/results.md's later tables (calibration) start the same way
+            cells = match[2].split(" | ")
+            rows[match[1]] = (cells[1], cells[-1] if len(cells) == 3 else cells[4])
+    return rows
+
+
+def test_study_section_is_what_the_generator_writes_from_docs_results_json():
+    card = cards.FASHION_MNIST_CARD
+    text = card_text(card)
+    assert cards.STUDY_RESULTS.is_file(), "run `python scripts/compare_models.py --report` (writes docs/results.json)"
+    study = json.loads(cards.STUDY_RESULTS.read_text())
+    rendered = cards.render_card(card, text, study=study, study_path="docs/results.json")
+    assert cards.read_section(rendered, "study") == cards.read_section(text, "study"), (
+        "the card's study section differs from docs/results.json: run `python scripts/make_model_cards.py`"
+    )
+    assert rendered == text
+    _, body = cards.split_front_matter(text)
+    assert body.index("<!-- results:end -->") < body.index(cards.STUDY_HEADING) < body.index("<!-- study:start -->")
+    assert body.index("<!-- study:end -->") < body.index("## Limitations")
+
+
+def test_study_table_in_the_card_agrees_with_docs_results_md():
+    """Independent of results.json: every configuration of docs/results.md, with the same test accuracy and
+    parameter count, and the same claims."""
+    study_text = cards.read_section(card_text(cards.FASHION_MNIST_CARD), "study")
+    results_md = (cards.REPO_ROOT / "docs" / "results.md").read_text()
+    card_rows, md_rows = study_rows(study_text), study_rows(results_md)
+    assert md_rows and list(card_rows) == list(md_rows)
+    assert card_rows == md_rows
+    claims = [line for line in study_text.splitlines() if line.startswith("- **")]
+    assert claims and all(line in results_md.splitlines() for line in claims)
+
+
+def test_study_section_formatting_on_made_up_numbers():
+    """The section's formatting, on a results.json with made-up numbers (in a temporary copy of the card only)."""
+    card = cards.FASHION_MNIST_CARD
+    study = json.loads(cards.STUDY_RESULTS.read_text())
+    made_up = {  # name: (seed -> accuracy %), n = 3, 1 and 0 seeds
+        "vbb": {"0": 91.25, "1": 90.75, "2": 91.0}, "swin": {"0": 89.125}, "vit": {},
+    }
+    entries = {entry["name"]: entry for entry in study["configurations"]}
+    for name, per_seed in made_up.items():
+        values = list(per_seed.values())
+        entries[name].update(
+            n_seeds=len(values), test_accuracy_per_seed=per_seed,
+            test_accuracy_mean=sum(values) / len(values) if values else None,
+            test_accuracy_sd=0.25 if len(values) == 3 else None, params=1_234_567,
+        )
+    study["claims"] = ["- **A made-up claim.** It holds."]
+    study["seeds"] = [0, 1, 2]
+    filled = cards.render_card(card, card_text(card), study=study, study_path="somewhere/results.json")
+    section = cards.read_section(filled, "study")
+    rows = study_rows(section)
+    assert rows["vbb"] == ("91.00 ± 0.25 (n=3)", "1.235")
+    assert rows["swin"] == ("89.12 (n=1)", "1.235")  # one seed: no standard deviation
+    assert rows["vit"] == ("not run", "1.235")
+    assert "- **A made-up claim.** It holds." in section.splitlines()
+    assert "`somewhere/results.json`" in section and "seeds 0, 1, 2" in section
+    assert "1.23 M parameters), is a different model, smaller than this demo model" in section.replace("\n", " ")
+    assert cards.render_card(card, filled) == filled  # a later run without the study file keeps the section
+
+
+def test_missing_study_results_leave_the_section_as_it_is(tmp_path, capsys):
+    assert cards.load_study(tmp_path / "results.json") is None
+    assert "left as it is" in capsys.readouterr().out

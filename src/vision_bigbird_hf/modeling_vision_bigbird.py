@@ -279,15 +279,13 @@ def grid_window_order(height: int, width: int, window_size: int, device: torch.d
     return torch.argsort((tile * window_size**2 + within).flatten(), stable=True)           # (N,)
 
 
-def window_sizes(num_tokens: int, max_window_tokens: int, keep_empty: bool = False) -> list[tuple[int, int]]:
+def window_sizes(num_tokens: int, max_window_tokens: int) -> list[tuple[int, int]]:
     """Split N tokens into ceil(N / max_window_tokens) windows whose sizes differ by at most one token, so no
-    padding (and no attention mask) is needed: [(num_windows, tokens_per_window), ...], at most two entries.
-    `keep_empty` keeps both entries even when one has no windows (N divisible): the branch-free form for
-    torch.export with dynamic height and width, where N is symbolic."""
-    num_windows = -(-num_tokens // max_window_tokens)                  # ceil, in integer ops (symbolic-shape safe)
+    padding (and no attention mask) is needed: [(num_windows, tokens_per_window), ...], at most two entries."""
+    num_windows = -(-num_tokens // max_window_tokens)                  # ceil, in integer ops
     base, num_long = num_tokens // num_windows, num_tokens % num_windows
     sizes = [(num_long, base + 1), (num_windows - num_long, base)]
-    return sizes if keep_empty else [(count, length) for count, length in sizes if count > 0]
+    return [(count, length) for count, length in sizes if count > 0]
 
 
 def tokens_to_windows(tokens: torch.Tensor, order: torch.Tensor, sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
@@ -306,7 +304,7 @@ def tokens_to_windows(tokens: torch.Tensor, order: torch.Tensor, sizes: list[tup
 
 def windows_to_tokens(windows: list[torch.Tensor], sizes: list[tuple[int, int]], batch_size: int) -> torch.Tensor:
     """One (B*nW, w, ...) tensor per window size in `sizes` -> (B, N, ...) in window order (undo with the inverse
-    order). Sizes are explicit (no -1), so an empty group (`keep_empty`) reshapes too."""
+    order)."""
     tokens = [
         group.reshape(batch_size, count * length, *group.shape[2:]) for group, (count, length) in zip(windows, sizes)
     ]
@@ -338,8 +336,8 @@ class VisionBigBirdRSWinHeads(nn.Module):
         return seeded_window_order(height, width, self.seed, device)
 
     def padded_window_attention(self, qkv: torch.Tensor, order: torch.Tensor, inverse_order: torch.Tensor):
-        """The same windows as `forward`, in a branch-free form for tracing with dynamic height and width (N symbolic:
-        torch.export with dynamic shapes, torch.compile after a size change): all nW windows are padded to the longest length L and the padding keys are masked, so there is
+        """The same windows as `forward`, in a branch-free form for tracing with dynamic height and width (N symbolic,
+        as in torch.export with dynamic shapes): all nW windows are padded to the longest length L and the padding keys are masked, so there is
         one attention call whatever N is. One extra, fully masked window (dropped afterwards) keeps the window axis
         longer than 1 for every input, so the trace does not specialise on "one window" (which the 7x7 last stage of
         a 224x224 input has). qkv: (B, N, 3*h*d) -> (B, N, h*d), None."""
@@ -381,7 +379,7 @@ class VisionBigBirdRSWinHeads(nn.Module):
         batch_size, num_tokens, _ = qkv.shape
         order = self.window_order(height, width, qkv.device)                                 # (N,)
         inverse_order = torch.empty_like(order).scatter_(0, order, torch.arange(num_tokens, device=qkv.device))
-        if isinstance(num_tokens, torch.SymInt):  # traced with dynamic sizes (torch.export, torch.compile)
+        if isinstance(num_tokens, torch.SymInt):  # torch.export with dynamic sizes (dynamo shows ints: specialises)
             return self.padded_window_attention(qkv, order, inverse_order)
         sizes = window_sizes(num_tokens, self.window_tokens)
         head_qkv = qkv.unflatten(-1, (3, self.num_heads, self.head_dim))                   # (B, N, 3, h, d)
