@@ -47,7 +47,7 @@ def training_command(args) -> list[str]:
         "--model_preset", "tiny",
         "--config_overrides", DEMO_CONFIG,
         "--image_size", "32",
-        "--min_crop_scale", "0.6",
+        "--min_crop_scale", "0.85",
         "--output_dir", args.output_dir,
         "--overwrite_output_dir",
         "--do_train", "--do_eval", "--do_predict",

@@ -87,6 +87,22 @@ def test_eager_and_sdpa_agree(height, width):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("height,width", [(64, 64), (97, 161)])
+def test_channels_last_convolution_weights_do_not_change_outputs(height, width):
+    """The layout optimisation must leave eval outputs unchanged (the performance issue's 1e-5 rule)."""
+    model = tiny_classifier().eval()
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in model.parameters() if p.ndim == 4)
+    images = torch.randn(2, 3, height, width)
+    with torch.no_grad():
+        channels_last = model(images).logits
+        for module in model.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                module.weight.data = module.weight.data.contiguous()
+        assert all(p.is_contiguous() for p in model.parameters())
+        contiguous = model(images).logits
+    torch.testing.assert_close(channels_last, contiguous, atol=1e-5, rtol=1e-5)
+
+
 def test_every_parameter_receives_a_gradient():
     model = tiny_classifier(use_absolute_embeddings=True).train()
     loss = model(torch.randn(2, 3, 64, 64), labels=torch.tensor([0, 3])).loss
