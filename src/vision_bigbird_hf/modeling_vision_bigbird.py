@@ -279,11 +279,22 @@ def grid_window_order(height: int, width: int, window_size: int, device: torch.d
     return torch.argsort((tile * window_size**2 + within).flatten(), stable=True)           # (N,)
 
 
+def window_split(num_tokens: int, max_window_tokens: int) -> tuple[int, int, int]:
+    """(nW, base, r): N tokens make nW = ceil(N / max_window_tokens) windows, the first r of base + 1 tokens and
+    the other nW - r of base tokens. Integer ops only, so it also works on symbolic sizes."""
+    num_windows = -(-num_tokens // max_window_tokens)                  # ceil
+    return num_windows, num_tokens // num_windows, num_tokens % num_windows
+
+
+def additive_key_mask(valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Boolean key validity -> additive attention mask of `dtype`: 0 where valid, the dtype's minimum elsewhere."""
+    return torch.zeros(valid.shape, dtype=dtype, device=valid.device).masked_fill(~valid, torch.finfo(dtype).min)
+
+
 def window_sizes(num_tokens: int, max_window_tokens: int) -> list[tuple[int, int]]:
     """Split N tokens into ceil(N / max_window_tokens) windows whose sizes differ by at most one token, so no
     padding (and no attention mask) is needed: [(num_windows, tokens_per_window), ...], at most two entries."""
-    num_windows = -(-num_tokens // max_window_tokens)                  # ceil, in integer ops
-    base, num_long = num_tokens // num_windows, num_tokens % num_windows
+    num_windows, base, num_long = window_split(num_tokens, max_window_tokens)
     sizes = [(num_long, base + 1), (num_windows - num_long, base)]
     return [(count, length) for count, length in sizes if count > 0]
 
@@ -336,14 +347,13 @@ class VisionBigBirdRSWinHeads(nn.Module):
         return seeded_window_order(height, width, self.seed, device)
 
     def padded_window_attention(self, qkv: torch.Tensor, order: torch.Tensor, inverse_order: torch.Tensor):
-        """The same windows as `forward`, in a branch-free form for tracing with dynamic height and width (N symbolic,
-        as in torch.export with dynamic shapes): all nW windows are padded to the longest length L and the padding keys are masked, so there is
-        one attention call whatever N is. One extra, fully masked window (dropped afterwards) keeps the window axis
-        longer than 1 for every input, so the trace does not specialise on "one window" (which the 7x7 last stage of
-        a 224x224 input has). qkv: (B, N, 3*h*d) -> (B, N, h*d), None."""
+        """The same windows as `forward`, in a branch-free form for tracing with dynamic height and width (N
+        symbolic, as in torch.export with dynamic shapes): all nW windows are padded to the longest length L and the
+        padding keys are masked, so there is one attention call whatever N is. One extra, fully masked window
+        (dropped afterwards) keeps the window axis longer than 1 for every input, so the trace does not specialise on
+        "one window" (which the 7x7 last stage of a 224x224 input has). qkv: (B, N, 3*h*d) -> (B, N, h*d), None."""
         num_tokens, device = qkv.shape[1], qkv.device
-        num_windows = -(-num_tokens // self.window_tokens)                                   # nW = ceil(N / T)
-        base, num_long = num_tokens // num_windows, num_tokens % num_windows                 # r windows of base+1
+        num_windows, base, num_long = window_split(num_tokens, self.window_tokens)          # r windows of base+1
         longest = -(-num_tokens // num_windows)                                              # L = ceil(N / nW)
         window = torch.arange(num_windows + 1, device=device).unsqueeze(1)                   # (nW+1, 1), last: extra
         slot = torch.arange(longest, device=device).unsqueeze(0)                             # (1, L)
@@ -352,7 +362,7 @@ class VisionBigBirdRSWinHeads(nn.Module):
         position = torch.clamp(start + slot, max=num_tokens - 1)                             # (nW+1, L) window order
         windows = qkv[:, order[position]].unflatten(-1, (3, self.num_heads, self.head_dim))  # (B, nW+1, L, 3, h, d)
         query, key, value = windows.permute(3, 0, 1, 4, 2, 5).unbind(0)                     # (B, nW+1, h, L, d)
-        mask = torch.zeros(valid.shape, dtype=qkv.dtype, device=device).masked_fill(~valid, torch.finfo(qkv.dtype).min)
+        mask = additive_key_mask(valid, qkv.dtype)                                           # (nW+1, L)
         # attention written out: ONNX's attention op takes 4-D inputs only, and these are 5-D
         scores = torch.matmul(query, key.transpose(-1, -2)) * self.scaling + mask[:, None, None, :]  # (B, nW+1, h, L, L)
         probs = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
@@ -468,8 +478,7 @@ class VisionBigBirdGlobalHeads(nn.Module):
         key_mask = None
         if isinstance(height * width, torch.SymInt):  # traced with dynamic sizes: one graph for every input size
             pooled_tokens, valid = adaptive_avg_pool_tokens(hidden_states, height, width, self.pool_size)
-            key_mask = torch.zeros(valid.shape, dtype=query.dtype, device=query.device)
-            key_mask = key_mask.masked_fill(~valid, torch.finfo(query.dtype).min)[None, None, None, :]  # (1, 1, 1, P)
+            key_mask = additive_key_mask(valid, query.dtype)[None, None, None, :]              # (1, 1, 1, P)
         else:
             pooled_map = nn.functional.adaptive_avg_pool2d(
                 tokens_to_feature_map(hidden_states, height, width),
