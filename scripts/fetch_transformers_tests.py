@@ -4,7 +4,9 @@ The mixins ship only in transformers' source distribution on PyPI, so this downl
 and extracts its top-level `tests/*.py` into `.cache/transformers_tests/hf_common/` as an importable package. The sdist
 leaves out three helper modules the mixins import; they are replaced by the smallest stand-ins, each explained below.
 
-Usage: python scripts/fetch_transformers_tests.py [--dest DIR]   (prints the folder to put on sys.path)
+Usage: python scripts/fetch_transformers_tests.py [--dest DIR]   (prints the folder holding `hf_common`)
+
+The default folder is the one pyproject.toml's pytest `pythonpath` names, so the tests import `hf_common.*` as is.
 """
 
 import argparse

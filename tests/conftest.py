@@ -1,19 +1,26 @@
-"""Shared test setup: transformers' common test mixins on sys.path, a tiny config with every head group present."""
+"""Shared test setup: a tiny config with every head group present, and transformers' common test mixins.
 
+The mixins (package `hf_common`) live in `.cache/transformers_tests/`, which pyproject.toml's pytest `pythonpath`
+puts on the import path; `scripts/fetch_transformers_tests.py` fills that folder (run here, through its command line,
+when the folder does not match the installed transformers yet).
+"""
+
+import importlib
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+import transformers
 
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT / "scripts"))
+MIXINS_MARKER = REPO_ROOT / ".cache" / "transformers_tests" / "hf_common" / f".transformers-{transformers.__version__}"
 
-from fetch_transformers_tests import fetch  # noqa: E402
-
-
-sys.path.insert(0, str(fetch()))
+if not MIXINS_MARKER.exists():
+    subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "fetch_transformers_tests.py")], check=True)
+    importlib.invalidate_caches()  # the folder was on the path before it existed
 
 
 def tiny_config_kwargs(**overrides):
@@ -41,27 +48,3 @@ def tiny_config():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
-
-
-def check_weight_layouts(test_case, model_classes, config) -> None:
-    """Replaces the common `test_load_contiguous_weights` (every parameter contiguous after init and after
-    `from_pretrained`): convolution weights are deliberately channels-last (`use_channels_last_convolution_weights`),
-    every other parameter must be contiguous, in both places, and a saved checkpoint holds the same values."""
-    import tempfile
-
-    def check(model):
-        for name, param in model.named_parameters():
-            if param.ndim == 4:
-                test_case.assertTrue(param.is_contiguous(memory_format=torch.channels_last), f"{name} not channels-last")
-            else:
-                test_case.assertTrue(param.is_contiguous(), f"{name} not contiguous")
-
-    for model_class in model_classes:
-        model = model_class(config)
-        check(model)
-        with tempfile.TemporaryDirectory() as tmpdirname:
-            model.save_pretrained(tmpdirname)
-            loaded = model_class.from_pretrained(tmpdirname)
-        check(loaded)
-        for (name, param), loaded_param in zip(model.named_parameters(), loaded.parameters()):
-            test_case.assertTrue(torch.equal(param, loaded_param), name)

@@ -116,10 +116,6 @@ def test_fashion_mnist_results_are_only_the_measured_ones():
     (model_index,) = metadata["model-index"]
     (result,) = model_index["results"]
     assert result["metrics"][0]["value"] == table_accuracy
-    metrics_path = cards.REPO_ROOT / source[1]
-    if metrics_path.exists():  # the run folder is not committed; when it is there, the card must match it
-        metrics = json.loads(metrics_path.read_text())
-        assert f"{metrics['test_accuracy']:.4f}" == f"{table_accuracy:.4f}"
 
 
 def test_results_are_filled_from_a_metrics_file_and_kept_on_the_next_run():
