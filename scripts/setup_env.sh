@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create (or update) the project's own environment in .venv: Python 3.11, torch 2.14.1 + torchvision 0.29.1,
-# the package in editable mode with its test extras, pinned by constraints.txt. On Debian-like machines where we
-# are root, it also installs the real Fashion-MNIST data (package dataset-fashion-mnist).
+# the package in editable mode with its extras [train,bench,dev], pinned by constraints.txt. On Debian-like
+# machines where we are root, it also installs the real Fashion-MNIST data (package dataset-fashion-mnist).
 # Idempotent: a second run with unchanged pyproject.toml / constraints.txt does nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +21,7 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
   # torch first, on its own, so pip takes the pinned pair (several GB; served from this machine's local index).
   .venv/bin/python -m pip install --quiet -c constraints.txt torch torchvision
-  .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+  .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[train,bench,dev]"
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
