@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The test command of README.md (and of .ci/run): install what is needed, then run the whole pytest suite.
+# Arguments go to pytest: `bash scripts/run_tests.sh -m "not slow"` is the quick loop.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
