@@ -263,8 +263,8 @@ def render(study: dict, json_name: str) -> str:
         f"{settings['batch_size']}, 28x28 images resized to {settings['image_size']}x{settings['image_size']}; "
         f"validation on {settings['validation_images']:,} held-out images 8 times per run.",
         f"- Recipe: AdamW, lr {settings['learning_rate']:g}, weight decay {settings['weight_decay']:g}, cosine "
-        f"schedule with 5% warmup, RandomResizedCrop (scale {settings['min_crop_scale']:g}-1) + horizontal flip, drop path "
-        f"{settings['drop_path_rate']:g} where the model has it (not ViT), ImageNet mean/std for every model.",
+        f"schedule with 5% warmup, RandomResizedCrop (scale {settings['min_crop_scale']:g}-1) + horizontal flip, "
+        f"drop path {settings['drop_path_rate']:g} where the model has it (not ViT), ImageNet mean/std for every model.",
         "- A seed picks the training subset, the validation split, the initialisation, the data order, the "
         "augmentation and the RS-Win windows; runs with the same seed see the same images.",
         "- Peers are scaled to Vision Big Bird's parameter count (within 10%) on the same token grid (stride-4 stem, "

@@ -110,7 +110,8 @@ def test_each_ablation_removes_one_head_group_and_keeps_the_heads(commands, grou
 
 def test_other_ablations_change_one_field(commands):
     full = build(commands[("vbb", 0)]).config.to_dict()
-    for name, field, value in (("vbb-grid", "rswin_sampling", "grid"), ("vbb-abs-pos", "use_absolute_embeddings", True)):
+    changes = (("vbb-grid", "rswin_sampling", "grid"), ("vbb-abs-pos", "use_absolute_embeddings", True))
+    for name, field, value in changes:
         ablated = build(commands[(name, 0)]).config.to_dict()
         assert ablated[field] == value != full[field]
         assert {key for key in full if full[key] != ablated[key]} == {field}
@@ -165,7 +166,7 @@ def test_report_computes_results_json_from_finished_runs(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not FASHION_MNIST.is_file(), reason="needs Fashion-MNIST: sudo apt-get install dataset-fashion-mnist")
+@pytest.mark.skipif(not FASHION_MNIST.is_file(), reason="Fashion-MNIST: sudo apt-get install dataset-fashion-mnist")
 def test_tiny_study_runs_resumes_and_reports(tmp_path):
     """Two configurations for two steps each through the training script, then a second invocation skips both."""
     tiny = ("--extra_args=--max_steps 2 --max_train_samples 64 --max_eval_samples 32 --max_predict_samples 32 "
