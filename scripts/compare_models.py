@@ -74,7 +74,7 @@ SETTINGS = {"train_images": 20_000, "epochs": 4, "batch_size": 128, "steps_per_r
             "test_images": 10_000, "image_size": 32, "learning_rate": 2e-3, "weight_decay": 0.05,
             "min_crop_scale": 0.85, "drop_path_rate": DROP_PATH}
 RECIPE = [
-    "--image_size", "32", "--min_crop_scale", "0.85", "--do_train", "--do_eval", "--do_predict",
+    "--image_size", "32", "--recipe", "none", "--min_crop_scale", "0.85", "--do_train", "--do_eval", "--do_predict",
     "--max_train_samples", "20000", "--max_eval_samples", "2000", "--num_train_epochs", "4",
     "--per_device_train_batch_size", "128", "--per_device_eval_batch_size", "256", "--optim", "adamw_torch",
     "--learning_rate", "0.002", "--weight_decay", "0.05", "--lr_scheduler_type", "cosine", "--warmup_steps", "0.05",

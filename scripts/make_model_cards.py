@@ -134,7 +134,7 @@ def results(demo: dict, source: str) -> str:
         textwrap.fill(
             f"{demo['train_minutes']:.1f} min of training on CPU; `pipeline(\"image-classification\")` labelled "
             f"{demo['pipeline_correct']} of {demo['pipeline_total']} held-out test images correctly. Run of "
-            f"{demo['date_utc']} UTC, numbers from `{source}`.", width=115,
+            f"{demo['date_utc']}, numbers from `{source}`.", width=115,
         ),
     ])
 
