@@ -5,7 +5,7 @@ transformers (ConvNeXt, Swin, PVTv2, ViT) and the paper's ablations, every one t
 three seeds each. Every run is one `scripts/train_image_classification.py` command (`RUNS` below).
 
     python scripts/compare_models.py --print_commands          # the 30 training commands, nothing run
-    python scripts/compare_models.py --workers 2               # run them (resumable), then the report
+    python scripts/compare_models.py --workers 2               # run them, two at a time (resumable)
     python scripts/compare_models.py --report                  # docs/results.json + docs/results.md
 
 Runs go to `<output_dir>/<name>/seed<k>` (default `runs/compare_models`). A run whose folder holds `all_results.json`
@@ -264,7 +264,8 @@ def render(study: dict, json_name: str) -> str:
         f"validation on {settings['validation_images']:,} held-out images 8 times per run.",
         f"- Recipe: AdamW, lr {settings['learning_rate']:g}, weight decay {settings['weight_decay']:g}, cosine "
         f"schedule with 5% warmup, RandomResizedCrop (scale {settings['min_crop_scale']:g}-1) + horizontal flip, "
-        f"drop path {settings['drop_path_rate']:g} where the model has it (not ViT), ImageNet mean/std for every model.",
+        f"drop path {settings['drop_path_rate']:g} where the model has it (not ViT), ImageNet mean/std for every "
+        "model.",
         "- A seed picks the training subset, the validation split, the initialisation, the data order, the "
         "augmentation and the RS-Win windows; runs with the same seed see the same images.",
         "- Peers are scaled to Vision Big Bird's parameter count (within 10%) on the same token grid (stride-4 stem, "
