@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 from transformers import AutoConfig, AutoModelForImageClassification, HfArgumentParser
 
 import vision_bigbird_hf  # noqa: F401  (registers vision_bigbird with the Auto classes)
@@ -120,8 +121,6 @@ def mean_sd(values: list[float]) -> tuple[float | None, float | None]:
 
 def cost_of(run_dir: Path, image_size: int) -> tuple[int, int]:
     """(parameters, forward MACs of one image) of the saved model's config, built on the meta device."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     with torch.device("meta"):
         model = AutoModelForImageClassification.from_config(AutoConfig.from_pretrained(run_dir)).eval()
         with FlopCounterMode(display=False) as counter:
@@ -165,6 +164,8 @@ def paired(entries: dict, first: str, second: str) -> list[float]:
 
 def reading(differences: list[float]) -> str:
     """'+0.23 points (per seed +0.35, +0.59, -0.24; the sign changes between seeds: within seed-to-seed noise)'."""
+    if not differences:
+        return "not measured (no seed finished for both)"
     if len(differences) < 2:
         verdict = "fewer than two seeds: no spread to judge it against"
     elif all(value > 0 for value in differences) or all(value < 0 for value in differences):

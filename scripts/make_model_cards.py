@@ -50,7 +50,9 @@ class CardArguments:
         default=str(REPO_ROOT / "docs" / "results.json"), metadata={"help": "The study's results.json."}
     )
     cards_dir: str = field(default=str(REPO_ROOT / "model_cards"), metadata={"help": "Where the cards are written."})
-    templates_dir: str = field(default=str(REPO_ROOT / "model_cards" / "templates"))
+    templates_dir: str = field(
+        default=str(REPO_ROOT / "model_cards" / "templates"), metadata={"help": "The cards' Jinja templates."}
+    )
     validate: bool = field(default=False, metadata={"help": "Check each card's metadata with the Hub (online)."})
 
 
