@@ -1,7 +1,7 @@
 """Shared test setup: a tiny config with every head group present, and transformers' common test mixins.
 
 The mixins (package `hf_common`) live in `.cache/transformers_tests/`, which pyproject.toml's pytest `pythonpath`
-puts on the import path; `scripts/fetch_transformers_tests.py` fills that folder (run here, through its command line,
+puts on the import path (with `scripts/`, for the modules scripts share); `scripts/fetch_transformers_tests.py` fills that folder (run here, through its command line,
 when the folder does not match the installed transformers yet).
 """
 
