@@ -181,7 +181,7 @@ def test_unreadable_image_met_during_training_is_skipped_with_its_name(tmp_path,
     image_processor = vision_bigbird_hf.VisionBigBirdImageProcessor()
     script.override_image_size(image_processor, 32)
     recipe_args = script.RecipeArguments()
-    script.resolve_recipe(recipe_args, None, set())
+    script.resolve_recipe(recipe_args, script.TrainingArguments(output_dir="unused", report_to="none"), set())
     train = script.ImageClassificationDataset(
         dataset["train"], "train", "image", "label", train_transform=script.build_train_transform(image_processor, recipe_args)
     )
@@ -228,7 +228,7 @@ def test_train_transform_normalizes_like_the_processor():
     image_processor = vision_bigbird_hf.VisionBigBirdImageProcessor()
     script.override_image_size(image_processor, 32)
     recipe_args = script.RecipeArguments(min_crop_scale=0.5)
-    script.resolve_recipe(recipe_args, None, set())
+    script.resolve_recipe(recipe_args, script.TrainingArguments(output_dir="unused", report_to="none"), set())
     train_transform = script.build_train_transform(image_processor, recipe_args)
     gray = Image.new("RGB", (28, 28), (51, 102, 204))  # any crop or flip of a constant image is the same image
     expected = (torch.tensor([51, 102, 204]) / 255 - torch.tensor(image_processor.image_mean)) / torch.tensor(
