@@ -50,6 +50,7 @@ The output folder holds the model, its image processor and {train,eval,test,all}
 """
 
 import contextlib
+import itertools
 import json
 import logging
 import math
@@ -186,6 +187,17 @@ class DataTrainingArguments:
             "The result is cached by `datasets` for on-disk datasets. Off: unreadable images are skipped with a "
             "warning naming the file when a batch meets them."
         },
+    )
+    streaming: bool = field(
+        default=False,
+        metadata={
+            "help": "Stream the dataset (`load_dataset(..., streaming=True)`) instead of preparing an Arrow copy: for "
+            "folders or Hub datasets too large to copy. Needs --max_steps and, for --do_eval, a validation split; "
+            "the training stream is shuffled in a buffer and cycled; unreadable images are skipped when met."
+        },
+    )
+    shuffle_buffer_size: int = field(
+        default=1000, metadata={"help": "With --streaming: examples held for shuffling (datasets' default 1000)."}
     )
     preprocessing_num_workers: int | None = field(
         default=None, metadata={"help": "Processes for the image check (`Dataset.map(num_proc=...)`)."}
@@ -390,6 +402,10 @@ def validate_arguments(model_args, data_args, recipe_args, training_args):
     for flag in ("max_train_samples", "max_eval_samples", "max_predict_samples"):
         if getattr(data_args, flag) is not None and getattr(data_args, flag) < 1:
             raise InvalidArgument(f"--{flag} {getattr(data_args, flag)} must be at least 1")
+    if data_args.streaming and data_args.dataset_name is None and data_args.train_dir is None:
+        raise InvalidArgument("--streaming needs --dataset_name or --train_dir (Fashion-MNIST is built in memory)")
+    if data_args.streaming and training_args.do_train and training_args.max_steps < 1:
+        raise InvalidArgument("--streaming has no dataset length to count epochs with: give --max_steps")
     if data_args.train_val_split < 0:
         raise InvalidArgument(f"--train_val_split {data_args.train_val_split} must not be negative")
     if model_args.model_name_or_path is not None:
@@ -489,11 +505,17 @@ def detect_last_checkpoint(training_args: TrainingArguments, overwrite_output_di
 def load_raw_dataset(data_args: DataTrainingArguments, cache_dir: str | None = None, token: str | None = None):
     """A `DatasetDict` from `--dataset_name`, from image folders, or Fashion-MNIST when neither is given."""
     if data_args.dataset_name is not None:
-        return load_dataset(data_args.dataset_name, data_args.dataset_config_name, cache_dir=cache_dir, token=token)
+        return load_dataset(
+            data_args.dataset_name,
+            data_args.dataset_config_name,
+            cache_dir=cache_dir,
+            token=token,
+            streaming=data_args.streaming,
+        )
     folders = {"train": data_args.train_dir, "validation": data_args.validation_dir, "test": data_args.test_dir}
     data_files = {split: os.path.join(folder, "**") for split, folder in folders.items() if folder is not None}
     if data_files:
-        return load_dataset("imagefolder", data_files=data_files, cache_dir=cache_dir)
+        return load_dataset("imagefolder", data_files=data_files, cache_dir=cache_dir, streaming=data_args.streaming)
     logger.info(f"No --dataset_name or image folder given: using Fashion-MNIST from {data_args.fashion_mnist_dir}")
     return load_fashion_mnist(data_args.fashion_mnist_dir)
 
@@ -501,11 +523,18 @@ def load_raw_dataset(data_args: DataTrainingArguments, cache_dir: str | None = N
 def check_columns(dataset: DatasetDict, data_args: DataTrainingArguments) -> DatasetDict:
     """Check the image and label columns exist and the labels hold two classes or more; make them a `ClassLabel`."""
     features = next(iter(dataset.values())).features
+    if features is None:
+        raise InvalidArgument("--streaming: this dataset does not declare its features; leave --streaming out")
     columns = {"--image_column_name": data_args.image_column_name, "--label_column_name": data_args.label_column_name}
     for flag, name in columns.items():
         if name not in features:
             raise InvalidArgument(f"{flag} {name} not found in the dataset; set {flag} to one of {', '.join(features)}")
     if not isinstance(features[data_args.label_column_name], ClassLabel):
+        if data_args.streaming:
+            raise InvalidArgument(
+                f"--streaming needs --label_column_name {data_args.label_column_name} to be a ClassLabel (class ids "
+                "with names); this one holds raw values, which can only be encoded without --streaming"
+            )
         dataset = dataset.class_encode_column(data_args.label_column_name)
     names = next(iter(dataset.values())).features[data_args.label_column_name].names
     if len(names) < 2:
@@ -520,6 +549,8 @@ def split_validation(dataset: DatasetDict, train_val_split: float, seed: int) ->
     """Carve a validation split out of train when there is none; seeded, so every process gets the same split."""
     if "validation" in dataset or "train" not in dataset or train_val_split <= 0:
         return dataset
+    if isinstance(dataset["train"], datasets.IterableDataset):
+        return dataset  # a stream cannot be split at random; --do_eval then asks for a validation split
     test_size = int(train_val_split) if train_val_split >= 1 else train_val_split
     split = dataset["train"].train_test_split(test_size=test_size, seed=seed)
     dataset["train"], dataset["validation"] = split["train"], split["test"]
@@ -528,6 +559,8 @@ def split_validation(dataset: DatasetDict, train_val_split: float, seed: int) ->
 
 def select_samples(dataset, max_samples: int | None, seed: int):
     """A seeded random subset of `max_samples` examples (all of them if there are fewer or `max_samples` is None)."""
+    if isinstance(dataset, datasets.IterableDataset):
+        return dataset if max_samples is None else dataset.take(max_samples)  # the first ones of the stream
     if max_samples is None or max_samples >= len(dataset):
         return dataset
     return dataset.shuffle(seed=seed).select(range(max_samples))
@@ -593,7 +626,7 @@ def load_image_dataset(data_args: DataTrainingArguments, seed: int, cache_dir=No
     splits = [split for split in max_samples if split in dataset]  # train, validation, test first, in this order
     splits += [split for split in dataset if split not in max_samples]
     dataset = DatasetDict({split: select_samples(dataset[split], max_samples.get(split), seed) for split in splits})
-    if data_args.check_images and (data_args.dataset_name or data_args.train_dir or data_args.validation_dir
+    if data_args.check_images and not data_args.streaming and (data_args.dataset_name or data_args.train_dir or data_args.validation_dir
                                    or data_args.test_dir):
         for split in max_samples:
             if split in dataset:
@@ -857,11 +890,37 @@ class EvalTransform:
         return list(pixel_values["pixel_values"])  # B x (3, H, W)
 
 
+def to_examples(values: list[dict], labels: list[int], names: list[str], keys: list[tuple], eval_transform=None,
+                train_transform=None, seed: int = 0) -> list[dict | None]:  # fmt: skip
+    """
+    `datasets.Image` values -> examples {"pixel_values": (3, H, W), "labels": int}; an image that fails to decode is
+    None (dropped by `ImageCollator`), with a warning naming it. With `train_transform`, each image draws from a
+    generator seeded by (seed, *its key), and its example carries the key ("sample_key") for the batch mixing.
+    """
+    examples, images = [None] * len(values), {}
+    for position, (value, name) in enumerate(zip(values, names)):
+        try:
+            images[position] = decode_rgb(value)
+        except Exception as error:  # PIL raises OSError, SyntaxError, ValueError, ...
+            logger.warning(f"Skipping unreadable image {name}: {error}")
+    if train_transform is None:
+        pixel_values = dict(zip(images, eval_transform(list(images.values())) if images else []))
+    else:
+        pixel_values = {}
+        for position, image in images.items():
+            with seeded_cpu_rng(derived_seed(seed, *keys[position])):
+                pixel_values[position] = train_transform(PIL.Image.fromarray(image)).as_subclass(torch.Tensor)
+    for position, values in pixel_values.items():
+        examples[position] = {"pixel_values": values, "labels": labels[position]}
+        if train_transform is not None:
+            examples[position]["sample_key"] = keys[position]
+    return examples
+
+
 class ImageClassificationDataset(torch.utils.data.Dataset):
     """
-    A `datasets` split as examples {"pixel_values": (3, H, W), "labels": int}. Images are decoded here, so one that
-    fails is skipped (None, dropped by `ImageCollator`) with a warning naming its file. With `train_transform`, the
-    augmentation of sample i in epoch e draws from its own generator seeded by (seed, e, i): a resumed run sees the
+    A `datasets` split as examples (`to_examples`), decoded here so that an unreadable image is skipped, not fatal.
+    With `train_transform`, the augmentation of sample i in epoch e is seeded by (seed, e, i): a resumed run sees the
     same pixels as an uninterrupted one, whatever process or dataloader worker loads the sample. The epoch lives in
     shared memory, so `set_epoch` (called at every epoch start) reaches persistent dataloader workers too.
     """
@@ -870,7 +929,7 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
                  train_transform=None, seed: int = 0):  # fmt: skip
         self.dataset = dataset.cast_column(image_column_name, datasets.Image(decode=False))
         self.split, self.image_column_name, self.label_column_name = split, image_column_name, label_column_name
-        self.eval_transform, self.train_transform, self.seed = eval_transform, train_transform, seed
+        self.transforms = {"eval_transform": eval_transform, "train_transform": train_transform, "seed": seed}
         self.epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
     def set_epoch(self, epoch: int):
@@ -883,34 +942,54 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
         return self.__getitems__([index])[0]
 
     def __getitems__(self, indices: list[int]) -> list[dict | None]:
-        batch = self.dataset[list(indices)]
-        examples, images = [None] * len(indices), {}
-        for position, (index, value) in enumerate(zip(indices, batch[self.image_column_name])):
-            try:
-                images[position] = decode_rgb(value)
-            except Exception as error:  # PIL raises OSError, SyntaxError, ValueError, ...
-                logger.warning(f"Skipping unreadable image {image_name(value, self.split, index)}: {error}")
-        epoch = int(self.epoch)
-        if self.train_transform is None:
-            pixel_values = self.eval_transform(list(images.values())) if images else []
-            pixel_values = dict(zip(images, pixel_values))
-        else:
-            pixel_values = {}
-            for position, image in images.items():
-                with seeded_cpu_rng(derived_seed(self.seed, epoch, indices[position])):
-                    pixel_values[position] = self.train_transform(PIL.Image.fromarray(image)).as_subclass(torch.Tensor)
-        for position, values in pixel_values.items():
-            examples[position] = {"pixel_values": values, "labels": batch[self.label_column_name][position]}
-            if self.train_transform is not None:
-                examples[position]["sample_key"] = (epoch, indices[position])
-        return examples
+        batch, epoch = self.dataset[list(indices)], int(self.epoch)
+        values = batch[self.image_column_name]
+        names = [image_name(value, self.split, index) for value, index in zip(values, indices)]
+        keys = [(epoch, index) for index in indices]
+        return to_examples(values, batch[self.label_column_name], names, keys, **self.transforms)
+
+
+class StreamingImageClassificationDataset(torch.utils.data.IterableDataset):
+    """
+    A streamed `datasets` split as examples (`to_examples`). The training stream is shuffled in a buffer and cycled
+    pass after pass (one endless Trainer epoch of --max_steps); the augmentation of the example at position i of
+    pass p in dataloader worker w is seeded by (seed, p, w, i), so a resumed run (which re-reads the skipped
+    batches) is exact for the same number of processes and workers. `datasets` splits the stream's shards among
+    dataloader workers itself.
+    """
+
+    def __init__(self, dataset, split: str, image_column_name: str, label_column_name: str, eval_transform=None,
+                 train_transform=None, seed: int = 0, shuffle_buffer_size: int = 1000):  # fmt: skip
+        dataset = dataset.cast_column(image_column_name, datasets.Image(decode=False))
+        if train_transform is not None:
+            dataset = dataset.shuffle(seed=seed, buffer_size=shuffle_buffer_size)
+        self.dataset = dataset
+        self.split, self.image_column_name, self.label_column_name = split, image_column_name, label_column_name
+        self.transforms = {"eval_transform": eval_transform, "train_transform": train_transform, "seed": seed}
+
+    def __iter__(self):
+        worker = torch.utils.data.get_worker_info()
+        worker_id = worker.id if worker is not None else 0
+        passes = itertools.count() if self.transforms["train_transform"] is not None else [0]
+        for pass_index in passes:
+            self.dataset.set_epoch(pass_index)  # reshuffles shards and buffer with seed + pass
+            position = -1
+            for position, example in enumerate(self.dataset):
+                value = example[self.image_column_name]
+                name = image_name(value, self.split, position)
+                key = (pass_index, worker_id, position)
+                [result] = to_examples([value], [example[self.label_column_name]], [name], [key], **self.transforms)
+                if result is not None:
+                    yield result
+            if position == -1:
+                return  # this worker's share of the stream is empty
 
 
 class ImageCollator:
     """
     Examples -> {"pixel_values": (B, 3, H, W), "labels": (B,) ids, or (B, num_labels) soft targets after Mixup/CutMix}.
-    Unreadable images (None) are dropped. Mixing applies to training batches only (their examples carry (epoch,
-    index)) and draws from a generator seeded by the seed and those keys, so it too resumes exactly.
+    Unreadable images (None) are dropped. Mixing applies to training batches only (their examples carry a sample
+    key such as (epoch, index)) and draws from a generator seeded by the seed and those keys: it too resumes exactly.
     """
 
     def __init__(self, batch_mix=None, seed: int = 0):
@@ -1062,6 +1141,10 @@ class ImageClassificationTrainer(Trainer):
 # ---- Training, evaluation and test --------------------------------------------
 
 
+def num_examples(dataset) -> int | str:
+    return len(dataset) if hasattr(dataset, "__len__") else "streamed"
+
+
 def log_run_summary(training_args: TrainingArguments, dataset: DatasetDict, model, image_processor, recipe_args):
     """One block with every number that identifies the run."""
     crop_size = crop_size_of(image_processor)
@@ -1086,7 +1169,7 @@ def log_run_summary(training_args: TrainingArguments, dataset: DatasetDict, mode
         f"{recipe_args.random_erasing_prob}, label_smoothing_factor={training_args.label_smoothing_factor}, "
         f"ema_decay={recipe_args.ema_decay}"
     )
-    logger.info("splits: " + ", ".join(f"{split} {len(data)}" for split, data in dataset.items()))
+    logger.info("splits: " + ", ".join(f"{split} {num_examples(data)}" for split, data in dataset.items()))
 
 
 def run(trainer: ImageClassificationTrainer, training_args, dataset: dict, image_processor, checkpoint: str | None):
@@ -1102,19 +1185,19 @@ def run(trainer: ImageClassificationTrainer, training_args, dataset: dict, image
         trainer.save_model()
         if trainer.is_world_process_zero():
             image_processor.save_pretrained(training_args.output_dir)
-        metrics = {**train_result.metrics, "train_samples": len(dataset["train"])}
+        metrics = {**train_result.metrics, "train_samples": num_examples(dataset["train"])}
         trainer.log_metrics("train", metrics)
         trainer.save_metrics("train", metrics)
         trainer.save_state()
 
     if training_args.do_eval:
-        metrics = {**trainer.evaluate(), "eval_samples": len(dataset["validation"])}
+        metrics = {**trainer.evaluate(), "eval_samples": num_examples(dataset["validation"])}
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
 
     if training_args.do_predict:
         metrics = trainer.predict(dataset["test"], metric_key_prefix="test").metrics
-        metrics["test_samples"] = len(dataset["test"])
+        metrics["test_samples"] = num_examples(dataset["test"])
         trainer.log_metrics("test", metrics)
         trainer.save_metrics("test", metrics)
 
@@ -1151,14 +1234,17 @@ def main(args: list[str] | None = None):
     columns = {"image_column_name": data_args.image_column_name, "label_column_name": data_args.label_column_name}
     eval_transform = EvalTransform(image_processor)
     train_transform = build_train_transform(image_processor, recipe_args)
-    splits = {
-        split: ImageClassificationDataset(
-            dataset[split], split, **columns, eval_transform=eval_transform, seed=training_args.seed,
-            train_transform=train_transform if split == "train" else None,
-        )
-        for split in ("train", "validation", "test")
-        if split in dataset
-    }  # fmt: skip
+    splits = {}
+    for split in ("train", "validation", "test"):
+        if split not in dataset:
+            continue
+        kwargs = {"eval_transform": eval_transform, "seed": training_args.seed}
+        kwargs["train_transform"] = train_transform if split == "train" else None
+        if data_args.streaming:
+            kwargs["shuffle_buffer_size"] = data_args.shuffle_buffer_size
+            splits[split] = StreamingImageClassificationDataset(dataset[split], split, **columns, **kwargs)
+        else:
+            splits[split] = ImageClassificationDataset(dataset[split], split, **columns, **kwargs)
     log_run_summary(training_args, dataset, model, image_processor, recipe_args)
 
     # The image column only becomes pixel_values in the dataset: the Trainer must not drop it beforehand.
@@ -1174,7 +1260,7 @@ def main(args: list[str] | None = None):
         data_collator=ImageCollator(build_batch_mix(recipe_args, config.num_labels), training_args.seed),
         ema_decay=recipe_args.ema_decay,
     )
-    if training_args.do_train:
+    if training_args.do_train and not data_args.streaming:
         trainer.add_callback(EpochCallback(splits["train"]))
     run(trainer, training_args, splits, image_processor, training_args.resume_from_checkpoint or last_checkpoint)
 

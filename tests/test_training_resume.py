@@ -110,3 +110,8 @@ def test_killed_two_process_ddp_run_resumes_to_bit_identical_weights(train_dir, 
     log = (tmp_path / "interrupted.log").read_text()
     assert "Process rank: 1, world size: 2" in log and "distributed training: True" in log
     assert "find_unused_parameters=True" not in log  # the DDP warning of an extra autograd pass per step
+
+
+def test_killed_streaming_run_resumes_to_bit_identical_weights(train_dir, tmp_path):
+    """`--streaming`: the stream is cycled (20 steps of 4 = 80 examples, over three passes of 24) and re-read."""
+    check_resume_is_exact(train_dir, tmp_path, 20, ["--streaming", "--dataloader_num_workers", "2"], [sys.executable])
