@@ -414,3 +414,30 @@ def test_rgb_conversion_is_transformers_own():
     image.save(buffer, format="PNG")
     decoded = script.decode_rgb({"path": None, "bytes": buffer.getvalue()})
     np.testing.assert_array_equal(decoded, convert_to_rgb(image, return_numpy=True))
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--bf16", "--use_cpu", "--gradient_accumulation_steps", "2", "--dataloader_num_workers", "2"],
+        pytest.param(["--torch_compile"], marks=pytest.mark.slow),
+    ],
+    ids=["bf16-accumulation-workers", "torch_compile"],
+)
+def test_scale_out_flags_train_on_cpu(flags, image_folders, tmp_path):
+    output_dir = tmp_path / "out"
+    script.main([
+        *TINY_MODEL_ARGS,
+        "--train_dir", str(image_folders["train"]),
+        "--output_dir", str(output_dir),
+        "--do_train",
+        "--recipe", "imagenet",
+        "--max_steps", "2",
+        "--per_device_train_batch_size", "4",
+        "--logging_steps", "1",
+        "--report_to", "none",
+        "--cache_dir", str(tmp_path / "cache"),
+        *flags,
+    ])  # fmt: skip
+    losses = [entry["loss"] for entry in read_json(output_dir / "trainer_state.json")["log_history"] if "loss" in entry]
+    assert len(losses) == 2 and all(math.isfinite(loss) and 0 < loss < 5 for loss in losses)
