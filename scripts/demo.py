@@ -121,7 +121,8 @@ def write_grid(rows: list[dict], path: Path) -> None:
     from PIL import Image
 
     columns = 4
-    figure, axes = plt.subplots(-(-len(rows) // columns), columns, figsize=(2.6 * columns, 2.9 * -(-len(rows) // columns)))
+    grid_rows = -(-len(rows) // columns)
+    figure, axes = plt.subplots(grid_rows, columns, figsize=(2.6 * columns, 2.9 * grid_rows))
     for axis in np.ravel(axes):
         axis.axis("off")
     for axis, row in zip(np.ravel(axes), rows):

@@ -70,7 +70,9 @@ def test_mixup_gives_soft_labels_summing_to_one_with_pixels_mixed_by_the_same_we
     assert 0 < weight < 1
     for index in range(4):
         partner = (index - 1) % 4
-        assert labels[index, index] == pytest.approx(float(weight)) and labels[index, partner] == pytest.approx(1 - float(weight))
+        assert labels[index, index] == pytest.approx(float(weight)) and labels[index, partner] == pytest.approx(
+            1 - float(weight)
+        )
         expected = weight * (index + 1) + (1 - weight) * (partner + 1)
         torch.testing.assert_close(pixel_values[index], torch.full((3, 8, 8), float(expected)))
 
@@ -140,7 +142,9 @@ def test_augmentation_is_a_function_of_seed_epoch_and_sample_index(tmp_path):
     transform = script.build_train_transform(image_processor, recipe(recipe="imagenet"))
 
     def pixels(seed: int, epoch: int, index: int) -> torch.Tensor:
-        train = script.ImageClassificationDataset(dataset["train"], "train", "image", "label", train_transform=transform, seed=seed)
+        train = script.ImageClassificationDataset(
+            dataset["train"], "train", "image", "label", train_transform=transform, seed=seed
+        )
         train.set_epoch(epoch)
         torch.manual_seed(index * 100 + epoch)  # the global generator's state must not matter
         return train[index]["pixel_values"]

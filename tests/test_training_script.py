@@ -183,7 +183,11 @@ def test_unreadable_image_met_during_training_is_skipped_with_its_name(tmp_path,
     recipe_args = script.RecipeArguments()
     script.resolve_recipe(recipe_args, script.TrainingArguments(output_dir="unused", report_to="none"), set())
     train = script.ImageClassificationDataset(
-        dataset["train"], "train", "image", "label", train_transform=script.build_train_transform(image_processor, recipe_args)
+        dataset["train"],
+        "train",
+        "image",
+        "label",
+        train_transform=script.build_train_transform(image_processor, recipe_args),
     )
     with caplog.at_level(logging.WARNING, logger=script.logger.name):
         examples = train.__getitems__(list(range(len(train))))
@@ -214,7 +218,7 @@ def test_corrupt_and_odd_files_train_to_the_end_through_the_command_line(tmp_pat
     ]  # fmt: skip
     _, output = run_script(args, cache_dir=tmp_path / "cache")
 
-    assert f"1 unreadable image(s) in" in output and str(truncated) in output and "truncated" in output
+    assert "1 unreadable image(s) in" in output and str(truncated) in output and "truncated" in output
     total = 3 * 4 + len(images_of_every_mode(np.random.default_rng(1)))  # readable images
     train_samples = read_json(output_dir / "train_results.json")["train_samples"]
     assert train_samples + read_json(output_dir / "eval_results.json")["eval_samples"] == total
@@ -246,7 +250,10 @@ def test_peer_image_processor_makes_the_same_pixels_as_ours():
         script.override_image_size(image_processor, 48)
     image = draw_shape("stripes", np.random.default_rng(0), "RGBA").resize((61, 45))
     torch.testing.assert_close(
-        peer(image, return_tensors="pt")["pixel_values"], ours(image, return_tensors="pt")["pixel_values"], rtol=0, atol=0
+        peer(image, return_tensors="pt")["pixel_values"],
+        ours(image, return_tensors="pt")["pixel_values"],
+        rtol=0,
+        atol=0,
     )
 
 
@@ -279,7 +286,9 @@ def test_dataset_name_with_other_columns_string_labels_and_split_count(tmp_path)
     assert {split: dataset[split].num_rows for split in dataset} == {"train": 10, "validation": 4}
     assert dataset["train"].features["kind"].names == sorted(SHAPE_CLASSES)
 
-    one_class = script.datasets.DatasetDict({"train": data.filter(lambda kind: kind == "circle", input_columns="kind")})
+    one_class = script.datasets.DatasetDict(
+        {"train": data.filter(lambda kind: kind == "circle", input_columns="kind")}
+    )
     with pytest.raises(script.InvalidArgument, match="--label_column_name kind holds 1 class"):
         script.check_columns(one_class, data_args)
 
@@ -349,7 +358,13 @@ PEERS = {
     "swin": {"embed_dim": 16, "depths": [1, 1, 1], "num_heads": [1, 1, 2], "window_size": 2},  # stages 8, 4, 2
     "pvt_v2": {"hidden_sizes": [16, 16, 16, 16], "depths": [1, 1, 1, 1], "num_attention_heads": [1, 1, 1, 1]},
     "convnext": {"hidden_sizes": [8, 16, 16, 16], "depths": [1, 1, 1, 1]},
-    "vit": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64, "patch_size": 8},
+    "vit": {
+        "hidden_size": 32,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "patch_size": 8,
+    },
 }
 
 
@@ -373,7 +388,9 @@ def test_peers_train_with_the_same_script(model_type, image_folders, tmp_path):
     assert config["image_size"] in (32, [32, 32])
     assert all(config[key] == value for key, value in PEERS[model_type].items())
     assert read_json(output_dir / "preprocessor_config.json")["image_processor_type"] == "BitImageProcessor"
-    predictions = pipeline("image-classification", model=str(output_dir))(draw_shape("circle", np.random.default_rng(0)))
+    predictions = pipeline("image-classification", model=str(output_dir))(
+        draw_shape("circle", np.random.default_rng(0))
+    )
     assert len(predictions) == 3
 
 
@@ -439,5 +456,7 @@ def test_scale_out_flags_train_on_cpu(flags, image_folders, tmp_path):
         "--cache_dir", str(tmp_path / "cache"),
         *flags,
     ])  # fmt: skip
-    losses = [entry["loss"] for entry in read_json(output_dir / "trainer_state.json")["log_history"] if "loss" in entry]
+    losses = [
+        entry["loss"] for entry in read_json(output_dir / "trainer_state.json")["log_history"] if "loss" in entry
+    ]
     assert len(losses) == 2 and all(math.isfinite(loss) and 0 < loss < 5 for loss in losses)

@@ -1,4 +1,4 @@
-"""Helpers of the training-script tests (`tests/test_training_*.py`): a tiny model, image folders, running the script."""
+"""Helpers of the training-script tests (`tests/test_training_*.py`): a tiny model, image folders, running it."""
 
 import json
 import os
