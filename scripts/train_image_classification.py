@@ -615,11 +615,14 @@ def drop_unreadable_images(dataset, split: str, image_column_name: str, num_proc
     return dataset.select([index for index in range(len(dataset)) if index not in bad])
 
 
-def load_image_dataset(data_args: DataTrainingArguments, seed: int, cache_dir=None, token=None) -> DatasetDict:
+def load_image_dataset(
+    data_args: DataTrainingArguments, seed: int, cache_dir=None, token=None, used_splits=("train", "validation", "test")
+) -> DatasetDict:
     """
     The dataset the script trains on: loaded (`load_raw_dataset`), checked (`check_columns`), with a validation split
     carved from train if needed (`split_validation`), each split capped by `--max_{train,eval,predict}_samples` and,
-    with `--check_images`, its unreadable images left out (Fashion-MNIST, built from arrays, needs no check).
+    with `--check_images`, the unreadable images of the `used_splits` left out (Fashion-MNIST, built from arrays,
+    needs no check).
     """
     dataset = check_columns(load_raw_dataset(data_args, cache_dir=cache_dir, token=token), data_args)
     dataset = split_validation(dataset, data_args.train_val_split, seed)
@@ -636,7 +639,7 @@ def load_image_dataset(data_args: DataTrainingArguments, seed: int, cache_dir=No
         and not data_args.streaming
         and (data_args.dataset_name or data_args.train_dir or data_args.validation_dir or data_args.test_dir)
     ):
-        for split in max_samples:
+        for split in used_splits:
             if split in dataset:
                 dataset[split] = drop_unreadable_images(
                     dataset[split], split, data_args.image_column_name, data_args.preprocessing_num_workers
@@ -1233,12 +1236,14 @@ def main(args: list[str] | None = None):
     set_seed(training_args.seed)
 
     # The main process builds the dataset cache first; the others then read it instead of racing to write it.
+    used_splits = {"do_train": "train", "do_eval": "validation", "do_predict": "test"}
+    used_splits = {flag: split for flag, split in used_splits.items() if getattr(training_args, flag)}
     with training_args.main_process_first(desc="loading and checking the dataset"):
         dataset = load_image_dataset(
-            data_args, training_args.seed, cache_dir=model_args.cache_dir, token=model_args.token
+            data_args, training_args.seed, model_args.cache_dir, model_args.token, tuple(used_splits.values())
         )
-    for flag, split in (("do_train", "train"), ("do_eval", "validation"), ("do_predict", "test")):
-        if getattr(training_args, flag) and split not in dataset:
+    for flag, split in used_splits.items():
+        if split not in dataset:
             raise InvalidArgument(f"--{flag} requires a {split} split; the dataset has {sorted(dataset)}")
     set_labels(config, next(iter(dataset.values())).features[data_args.label_column_name].names)
 
