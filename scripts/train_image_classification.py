@@ -113,8 +113,9 @@ IMAGENET_TRAINING_ARGUMENTS = {
     "label_smoothing_factor": 0.1,  # Swin MODEL.LABEL_SMOOTHING, DeiT --smoothing
     "weight_decay": 0.05,  # Swin TRAIN.WEIGHT_DECAY, DeiT --weight-decay; AdamW betas (0.9, 0.999), eps 1e-8
     "max_grad_norm": 5.0,  # Swin TRAIN.CLIP_GRAD (DeiT: no clipping)
-    "lr_scheduler_type": "cosine_with_min_lr",  # cosine from the base lr down to Swin TRAIN.MIN_LR 5e-6 = lr * 0.005
-    "lr_scheduler_kwargs": {"min_lr_rate": 0.005},
+    # cosine down to Swin TRAIN.MIN_LR 5e-6 of TRAIN.BASE_LR 5e-4 (both scaled by the batch size): 0.01 of the lr
+    "lr_scheduler_type": "cosine_with_min_lr",
+    "lr_scheduler_kwargs": {"min_lr_rate": 0.01},
     "warmup_steps": 20 / 300,  # Swin TRAIN.WARMUP_EPOCHS 20 of TRAIN.EPOCHS 300, as a fraction of the run
 }
 IMAGENET_LEARNING_RATE_PER_1024_IMAGES = 1e-3  # Swin TRAIN.BASE_LR 5e-4 per 512 images, DeiT --lr 5e-4 per 512

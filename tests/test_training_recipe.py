@@ -46,6 +46,9 @@ def test_imagenet_recipe_values_and_explicit_flags_win():
     assert training_args.weight_decay == 0.0  # --weight_decay given (as its default): the recipe leaves it
     assert training_args.learning_rate == pytest.approx(1e-3 * 64 / 1024)  # 1e-3 per 1024 images
     assert training_args.lr_scheduler_type.value == "cosine_with_min_lr" and training_args.max_grad_norm == 5.0
+    # Swin: TRAIN.MIN_LR 5e-6 of TRAIN.BASE_LR 5e-4, TRAIN.WARMUP_EPOCHS 20 of TRAIN.EPOCHS 300
+    assert training_args.lr_scheduler_kwargs == {"min_lr_rate": pytest.approx(5e-6 / 5e-4)}
+    assert training_args.warmup_steps == pytest.approx(20 / 300)
 
     plain = script.TrainingArguments(output_dir="unused", report_to="none")
     script.resolve_recipe(script.RecipeArguments(recipe="none"), plain, given=set())
