@@ -109,6 +109,8 @@ def test_killed_two_process_ddp_run_resumes_to_bit_identical_weights(train_dir, 
     check_resume_is_exact(train_dir, tmp_path, 8, extra, TORCHRUN)
     log = (tmp_path / "interrupted.log").read_text()
     assert "Process rank: 1, world size: 2" in log and "distributed training: True" in log
+    # 4 per process x 2 processes x 2 accumulation steps: the processes share the data (8 if each trained alone)
+    assert "Total train batch size (w. parallel, distributed & accumulation) = 16" in log
     assert "find_unused_parameters=True" not in log  # the DDP warning of an extra autograd pass per step
 
 
