@@ -1,92 +1,42 @@
 """
-Tests of `scripts/train_image_classification.py` and of the Fashion-MNIST loader.
-
-The script runs end to end in subprocesses (one process, two processes with torchrun, and an interrupted run
-resumed from its checkpoint) with a tiny Vision Big Bird on 32x32 images, offline; its building blocks are tested
-in-process. Tests that need the real Fashion-MNIST files skip when the Debian package `dataset-fashion-mnist` is not
-installed.
+Tests of `scripts/train_image_classification.py`: its arguments and their errors, the data path (unreadable files,
+image modes), peers built through `AutoConfig.for_model`, and end-to-end runs with a tiny Vision Big Bird on 32x32
+images, offline. The recipe is tested in test_training_recipe.py, resuming in test_training_resume.py.
 """
 
-import gzip
-import importlib.util
+import io
 import json
+import logging
 import math
 import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
-import datasets
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw
+import train_image_classification as script
+from fashion_mnist import DEFAULT_FASHION_MNIST_DIR, FASHION_MNIST_CLASSES
+from PIL import Image
+from training_utils import (
+    SHAPE_CLASSES,
+    TINY_CONFIG,
+    TINY_MODEL_ARGS,
+    draw_shape,
+    make_image_folder,
+    read_json,
+    run_script,
+)
 
 import vision_bigbird_hf
 from transformers import AutoImageProcessor, AutoModelForImageClassification, EvalPrediction, pipeline
-from vision_bigbird_hf.fashion_mnist import (
-    DEFAULT_FASHION_MNIST_DIR,
-    FASHION_MNIST_CLASSES,
-    load_fashion_mnist,
-    read_idx,
-)
+from transformers.image_transforms import convert_to_rgb
 
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = REPO_ROOT / "scripts" / "train_image_classification.py"
-# A few blocks with every head group present in every stage (one conv, one RS-Win, one global head)
-TINY_OVERRIDES = "hidden_sizes=[24,48,72,96],depths=[1,1,1,1],num_heads=[3,3,3,3],drop_path_rate=0.0"
-TINY_MODEL_ARGS = ["--model_preset", "tiny", "--config_overrides", TINY_OVERRIDES, "--image_size", "32"]
-SHAPE_CLASSES = ("circle", "square", "stripes")
 
 has_fashion_mnist = os.path.isfile(os.path.join(DEFAULT_FASHION_MNIST_DIR, "train-images-idx3-ubyte.gz"))
-requires_fashion_mnist = pytest.mark.skipif(
-    not has_fashion_mnist,
-    reason=f"Fashion-MNIST not in {DEFAULT_FASHION_MNIST_DIR}: `sudo apt-get install dataset-fashion-mnist`",
-)
-
-
-def load_script_module():
-    spec = importlib.util.spec_from_file_location("train_image_classification", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-script = load_script_module()
-
-
-def draw_shape(shape: str, rng: np.random.Generator, mode: str) -> Image.Image:
-    """A 40x36 image of one shape class on a noisy background, in the given PIL mode."""
-    background = (rng.random((40, 36, 3)) * 80).astype(np.uint8)
-    image = Image.fromarray(background)
-    draw = ImageDraw.Draw(image)
-    color = tuple(int(value) for value in rng.integers(150, 256, size=3))
-    left, top = int(rng.integers(2, 10)), int(rng.integers(2, 12))
-    if shape == "circle":
-        draw.ellipse([left, top, left + 22, top + 22], fill=color)
-    elif shape == "square":
-        draw.rectangle([left, top, left + 20, top + 20], fill=color)
-    else:
-        for row in range(0, 40, 6):
-            draw.rectangle([0, row, 35, row + 2], fill=color)
-    return image.convert(mode)
-
-
-def make_image_folder(root: Path, images_per_class: int, seed: int) -> Path:
-    """One sub-folder of PNGs per class; grayscale, palette and RGBA files mixed in to exercise the RGB conversion."""
-    rng = np.random.default_rng(seed)
-    modes = ("RGB", "L", "P", "RGBA")
-    for shape in SHAPE_CLASSES:
-        (root / shape).mkdir(parents=True)
-        for index in range(images_per_class):
-            draw_shape(shape, rng, modes[index % len(modes)]).save(root / shape / f"{index}.png")
-    return root
+requires_fashion_mnist = pytest.mark.skipif(not has_fashion_mnist, reason="dataset-fashion-mnist not installed")
 
 
 @pytest.fixture(scope="module")
-def image_folders(tmp_path_factory) -> dict[str, Path]:
+def image_folders(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("shapes")
     return {
         "train": make_image_folder(root / "train", images_per_class=8, seed=0),
@@ -94,161 +44,217 @@ def image_folders(tmp_path_factory) -> dict[str, Path]:
     }
 
 
-def run_script(args: list[str], cache_dir: Path, launcher: list[str] | None = None) -> str:
-    """Run the script (with `launcher`, e.g. torchrun, in front), offline; fail with its output if it fails."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_CACHE": str(cache_dir)}
-    command = (launcher or [sys.executable]) + [str(SCRIPT), *args]
-    result = subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, f"{' '.join(command)} failed:\n{output[-6000:]}"
-    return output
+# ---- Arguments: each bad value fails before any data or model is built, naming the flag ----------------
 
 
-def read_json(path: Path) -> dict:
-    return json.loads(path.read_text())
+BAD_ARGUMENTS = [
+    (["--config_overrides", '{"hidden_sizes": [16,32,64,128'], "--config_overrides .* is not valid JSON"),
+    (["--config_overrides", "hidden_sizes=[16,32,64,128]"], "--config_overrides .* is not valid JSON"),
+    (["--config_overrides", '{"depths": [1,1,1,1]} trailing'], "--config_overrides .* is not valid JSON"),
+    (["--config_overrides", "[1, 2]"], "--config_overrides .* must be a JSON object"),
+    (["--config_overrides", '{"hiden_sizes": [1, 2]}'], r"--config_overrides: \['hiden_sizes'\] are not fields"),
+    (["--config_overrides", '{"depths": [1, 1]}'], "--config_overrides: depths has 2 entries"),
+    (["--num_train_epochs", "-1"], "--num_train_epochs -1.0 must not be negative"),
+    (["--num_train_epochs", "0"], "--num_train_epochs 0 with --do_train"),
+    (["--max_steps", "-5"], "--max_steps -5 must be positive"),
+    (["--max_train_samples", "-3"], "--max_train_samples -3 must be at least 1"),
+    (["--max_eval_samples", "0"], "--max_eval_samples 0 must be at least 1"),
+    (["--min_crop_scale", "2"], r"--min_crop_scale 2.0 must be in \(0, 1\]"),
+    (["--min_crop_scale", "0"], r"--min_crop_scale 0.0 must be in \(0, 1\]"),
+    (["--image_size", "16"], "--image_size 16 is below the vision_bigbird model's minimum of 32 pixels"),
+    (["--model_type", "swin", "--image_size", "16"], "--image_size 16 is below the swin model's minimum of 32"),
+    (["--model_type", "swin", "--model_preset", "small"], "--model_preset is for --model_type vision_bigbird"),
+    (["--model_type", "no_such_model"], "--model_type no_such_model is not an AutoConfig model type"),
+    (["--rand_augment", "rand-x9"], "--rand_augment rand-x9 is not timm's"),
+    (["--mixup_alpha", "-1"], "--mixup_alpha -1.0 must not be negative"),
+    (["--ema_decay", "1"], r"--ema_decay 1.0 must be in \[0, 1\)"),
+]
 
 
-# ---- Fashion-MNIST loader ------------------------------------------------------
+@pytest.mark.parametrize("arguments, message", BAD_ARGUMENTS, ids=[" ".join(case[0]) for case in BAD_ARGUMENTS])
+def test_bad_arguments_are_refused_before_the_dataset_is_loaded(arguments, message, tmp_path):
+    # a Fashion-MNIST folder that does not exist: reaching the dataset would raise FileNotFoundError instead
+    base = ["--output_dir", str(tmp_path / "out"), "--do_train", "--fashion_mnist_dir", str(tmp_path / "none")]
+    with pytest.raises(script.InvalidArgument, match=message):
+        script.main(base + arguments)
 
 
-def write_idx(path: Path, array: np.ndarray, magic: bytes | None = None):
-    """Write `array` (uint8) as a gzipped IDX file, with its correct magic number unless `magic` is given."""
-    magic = magic if magic is not None else bytes([0, 0, 0x08, array.ndim])
-    header = magic + b"".join(int(dim).to_bytes(4, "big") for dim in array.shape)
-    with gzip.open(path, "wb") as file:
-        file.write(header + array.astype(np.uint8).tobytes())
+def test_image_folder_errors_name_the_folder(tmp_path):
+    base = ["--output_dir", str(tmp_path / "out"), "--do_train"]
+    with pytest.raises(script.InvalidArgument, match=f"--train_dir {tmp_path / 'missing'}: no such folder"):
+        script.main(base + ["--train_dir", str(tmp_path / "missing")])
+    (tmp_path / "empty" / "a").mkdir(parents=True)
+    (tmp_path / "empty" / "a" / "notes.txt").write_text("not an image")
+    with pytest.raises(script.InvalidArgument, match=f"--train_dir {tmp_path / 'empty'} holds no image files"):
+        script.main(base + ["--train_dir", str(tmp_path / "empty")])
+    (tmp_path / "one" / "cats").mkdir(parents=True)
+    draw_shape("circle", np.random.default_rng(0)).save(tmp_path / "one" / "cats" / "0.png")
+    with pytest.raises(script.InvalidArgument, match=f"--train_dir {tmp_path / 'one'} has images of one class only"):
+        script.main(base + ["--train_dir", str(tmp_path / "one")])
+    two_classes = make_image_folder(tmp_path / "two", images_per_class=1, seed=0)
+    with pytest.raises(script.InvalidArgument, match=f"--validation_dir {tmp_path / 'missing'}: no such folder"):
+        script.main(base + ["--train_dir", str(two_classes), "--validation_dir", str(tmp_path / "missing")])
 
 
-def write_fake_fashion_mnist(directory: Path, num_train: int = 5, num_test: int = 3) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(0)
-    arrays = {
-        "train-images-idx3-ubyte": rng.integers(0, 256, size=(num_train, 28, 28)),
-        "train-labels-idx1-ubyte": rng.integers(0, 10, size=num_train),
-        "t10k-images-idx3-ubyte": rng.integers(0, 256, size=(num_test, 28, 28)),
-        "t10k-labels-idx1-ubyte": rng.integers(0, 10, size=num_test),
-    }
-    for name, array in arrays.items():
-        write_idx(directory / f"{name}.gz", array)
-    return arrays
+def test_a_bad_argument_exits_non_zero_with_one_line_naming_the_flag(tmp_path):
+    args = ["--output_dir", str(tmp_path / "out"), "--do_train", "--config_overrides", '{"hidden_sizes": [16,32']
+    returncode, output = run_script(args, cache_dir=tmp_path / "cache", check=False)
+    assert returncode == 1
+    assert "train_image_classification.py: error: --config_overrides" in output and "Traceback" not in output
 
 
-def test_loader_returns_the_pixels_and_labels_of_the_idx_files(tmp_path):
-    arrays = write_fake_fashion_mnist(tmp_path)
-    dataset = load_fashion_mnist(tmp_path)
-    for split, prefix in (("train", "train"), ("test", "t10k")):
-        images = np.stack([np.array(image) for image in dataset[split]["image"]])
-        np.testing.assert_array_equal(images, arrays[f"{prefix}-images-idx3-ubyte"])
-        np.testing.assert_array_equal(dataset[split]["label"], arrays[f"{prefix}-labels-idx1-ubyte"])
-
-
-def test_loader_reads_uncompressed_idx_files_too(tmp_path):
-    arrays = write_fake_fashion_mnist(tmp_path)
-    for gz_path in tmp_path.glob("*.gz"):
-        gz_path.with_suffix("").write_bytes(gzip.decompress(gz_path.read_bytes()))
-        gz_path.unlink()
-    dataset = load_fashion_mnist(tmp_path)
-    np.testing.assert_array_equal(np.array(dataset["test"][2]["image"]), arrays["t10k-images-idx3-ubyte"][2])
-
-
-def test_loader_explains_how_to_get_missing_files(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"sudo apt-get install dataset-fashion-mnist.*data_dir="):
-        load_fashion_mnist(tmp_path)
-
-
-def test_read_idx_rejects_corrupt_files(tmp_path):
-    images = np.zeros((2, 28, 28), dtype=np.uint8)
-    write_idx(tmp_path / "bad-magic.gz", images, magic=bytes([0, 0, 0x0D, 3]))  # 0x0D: float, not ubyte
-    with pytest.raises(ValueError, match="bad-magic.gz is not an IDX file"):
-        read_idx(str(tmp_path / "bad-magic.gz"), expected_ndim=3)
-
-    write_idx(tmp_path / "truncated.gz", images)
-    raw = gzip.decompress((tmp_path / "truncated.gz").read_bytes())
-    (tmp_path / "truncated.gz").write_bytes(gzip.compress(raw[:-100]))
-    with pytest.raises(ValueError, match="truncated.gz is corrupt"):
-        read_idx(str(tmp_path / "truncated.gz"), expected_ndim=3)
-
-    (tmp_path / "not-gzip.gz").write_bytes(b"this is not gzip data")
-    with pytest.raises(ValueError, match="not-gzip.gz is corrupt"):
-        read_idx(str(tmp_path / "not-gzip.gz"), expected_ndim=3)
-
-
-@requires_fashion_mnist
-def test_real_fashion_mnist():
-    dataset = load_fashion_mnist()
-    assert {split: dataset[split].num_rows for split in dataset} == {"train": 60000, "test": 10000}
-    assert dataset["train"].features["label"].names == FASHION_MNIST_CLASSES
-    image = dataset["test"][0]["image"]
-    assert (image.size, image.mode) == ((28, 28), "L")
-    # Fashion-MNIST is balanced: 6,000 training and 1,000 test images per class
-    labels = dataset.with_format("numpy")
-    assert np.bincount(labels["train"]["label"]).tolist() == [6000] * 10
-    assert np.bincount(labels["test"]["label"]).tolist() == [1000] * 10
-
-
-# ---- Building blocks of the script, in-process -------------------------------------
-
-
-def test_parse_config_overrides_keeps_lists_whole():
-    overrides = "hidden_sizes=[24, 48],mlp_ratio=2.5,hidden_act=gelu,qkv_bias=false,global_pool_size=[7,7]"
-    assert script.parse_config_overrides(overrides) == {
-        "hidden_sizes": [24, 48],
-        "mlp_ratio": 2.5,
-        "hidden_act": "gelu",
-        "qkv_bias": False,
-        "global_pool_size": [7, 7],
-    }
-    with pytest.raises(ValueError, match="key=value"):
-        script.parse_config_overrides("depths")
-
-
-def test_config_from_preset_with_overrides_and_labels():
-    model_args = script.ModelArguments(model_preset="tiny", config_overrides=TINY_OVERRIDES, image_size=32)
-    config = script.build_config(model_args, labels=["a", "b"])
+def test_json_config_overrides_reach_the_config():
+    model_args = script.ModelArguments(model_preset="small", config_overrides=json.dumps(TINY_CONFIG), image_size=32)
+    config = script.build_config(model_args, script.RecipeArguments(recipe="none"))
     assert (config.hidden_sizes, config.depths, config.num_heads) == ([24, 48, 72, 96], [1] * 4, [3] * 4)
-    assert (config.id2label, config.label2id, config.image_size) == ({0: "a", 1: "b"}, {"a": 0, "b": 1}, 32)
-
-    unknown = script.ModelArguments(model_preset="tiny", config_overrides="hiden_sizes=[1,2,3,4]")
-    with pytest.raises(ValueError, match="hiden_sizes"):
-        script.build_config(unknown, labels=["a"])
+    assert config.image_size == 32 and config.drop_path_rate == 0.1  # the library's default without the recipe
 
 
-def test_last_checkpoint_is_detected_numerically_and_other_content_refused(tmp_path):
+def test_no_model_argument_trains_the_tiny_preset_and_says_so(caplog):
+    with caplog.at_level(logging.INFO, logger=script.logger.name):
+        config = script.build_config(script.ModelArguments(), script.RecipeArguments(recipe="none"))
+    assert (config.hidden_sizes, config.depths) == ([96, 192, 384, 768], [2, 2, 6, 2])  # Swin-T sized
+    assert "training the tiny preset from scratch" in caplog.text
+
+
+def test_last_complete_checkpoint_is_resumed_and_other_content_refused(tmp_path):
     training_args = script.TrainingArguments(output_dir=str(tmp_path), do_train=True, report_to="none")
-    for step in (2, 10):
+    for step in (2, 10, 12):
         (tmp_path / f"checkpoint-{step}").mkdir()
+    for step in (2, 10):  # checkpoint-12 has no trainer_state.json: its process died while writing it
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
     assert script.detect_last_checkpoint(training_args, overwrite_output_dir=False) == str(tmp_path / "checkpoint-10")
     assert script.detect_last_checkpoint(training_args, overwrite_output_dir=True) is None
 
-    for step in (2, 10):
-        (tmp_path / f"checkpoint-{step}").rmdir()
-    (tmp_path / "notes.txt").write_text("an earlier run")
-    with pytest.raises(ValueError, match="--overwrite_output_dir"):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("an earlier run")
+    training_args = script.TrainingArguments(output_dir=str(other), do_train=True, report_to="none")
+    with pytest.raises(script.InvalidArgument, match="--overwrite_output_dir"):
         script.detect_last_checkpoint(training_args, overwrite_output_dir=False)
 
 
-def test_train_transforms_normalize_like_the_processor():
+# ---- The data path ---------------------------------------------------------------------------
+
+
+def images_of_every_mode(rng) -> dict[str, Image.Image]:
+    """One image per PIL mode the data path must turn into RGB, transparent parts included."""
+    rgba = draw_shape("circle", rng, "RGBA")
+    alpha = np.full((40, 36), 255, dtype=np.uint8)
+    alpha[:10] = 0  # a fully transparent band over colored pixels: white after compositing
+    rgba.putalpha(Image.fromarray(alpha))
+    palette = draw_shape("square", rng, "P")
+    palette.info["transparency"] = 0
+    sixteen_bit = Image.fromarray((np.arange(40 * 36, dtype=np.uint16).reshape(40, 36) * 40).astype(np.uint16))
+    return {
+        "rgba": rgba,
+        "la": rgba.convert("LA"),
+        "p": palette,
+        "cmyk": draw_shape("stripes", rng, "CMYK"),
+        "l": draw_shape("circle", rng, "L"),
+        "i16": sixteen_bit,
+        "one_bit": draw_shape("square", rng, "1"),
+    }
+
+
+def test_every_mode_becomes_the_rgb_the_image_processor_makes(tmp_path):
+    rng = np.random.default_rng(0)
     image_processor = vision_bigbird_hf.VisionBigBirdImageProcessor()
     script.override_image_size(image_processor, 32)
-    train_transforms, eval_transforms = script.build_transforms(image_processor, min_crop_scale=0.5)
+    for name, image in images_of_every_mode(rng).items():
+        path = tmp_path / (f"{name}.jpg" if name == "cmyk" else f"{name}.png")
+        image.save(path)
+        decoded = script.decode_rgb({"path": str(path), "bytes": None})
+        expected = image_processor(Image.open(path), return_tensors="pt")["pixel_values"][0]
+        actual = script.EvalTransform(image_processor)([decoded])[0]
+        torch.testing.assert_close(actual, expected, rtol=0, atol=0, msg=name)
+        assert decoded.shape[2] == 3 and decoded.dtype == np.uint8
+    rgba = script.decode_rgb({"path": str(tmp_path / "rgba.png"), "bytes": None})
+    assert (rgba[:10] == 255).all()  # composited onto white, not the colors hidden under alpha 0 (convert("RGB"))
+
+
+def test_unreadable_image_met_during_training_is_skipped_with_its_name(tmp_path, caplog):
+    folder = make_image_folder(tmp_path / "train", images_per_class=2, seed=0)
+    truncated = folder / "square" / "1.png"
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    dataset = script.load_dataset("imagefolder", data_files={"train": str(folder / "**")}, cache_dir=str(tmp_path))
+    image_processor = vision_bigbird_hf.VisionBigBirdImageProcessor()
+    script.override_image_size(image_processor, 32)
+    recipe_args = script.RecipeArguments()
+    script.resolve_recipe(recipe_args, script.TrainingArguments(output_dir="unused", report_to="none"), set())
+    train = script.ImageClassificationDataset(
+        dataset["train"],
+        "train",
+        "image",
+        "label",
+        train_transform=script.build_train_transform(image_processor, recipe_args),
+    )
+    with caplog.at_level(logging.WARNING, logger=script.logger.name):
+        examples = train.__getitems__(list(range(len(train))))
+    assert sum(example is None for example in examples) == 1
+    assert f"Skipping unreadable image {truncated}" in caplog.text
+    batch = script.ImageCollator()(examples)
+    assert batch["pixel_values"].shape == (5, 3, 32, 32) and batch["labels"].shape == (5,)
+
+
+def test_corrupt_and_odd_files_train_to_the_end_through_the_command_line(tmp_path):
+    """A folder with a truncated PNG, a CMYK JPEG and RGBA/LA/P/I;16/1-bit images trains, naming the bad file."""
+    train_dir = make_image_folder(tmp_path / "train", images_per_class=4, seed=0)
+    for index, (name, image) in enumerate(images_of_every_mode(np.random.default_rng(1)).items()):
+        image.save(train_dir / SHAPE_CLASSES[index % 3] / (f"{name}.jpg" if name == "cmyk" else f"{name}.png"))
+    truncated = train_dir / "circle" / "truncated.png"
+    draw_shape("circle", np.random.default_rng(2)).save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    output_dir = tmp_path / "out"
+    args = [
+        *TINY_MODEL_ARGS,
+        "--train_dir", str(train_dir),
+        "--output_dir", str(output_dir),
+        "--do_train", "--do_eval",
+        "--train_val_split", "3",
+        "--num_train_epochs", "1",
+        "--per_device_train_batch_size", "4",
+        "--report_to", "none",
+    ]  # fmt: skip
+    _, output = run_script(args, cache_dir=tmp_path / "cache")
+
+    assert "1 unreadable image(s) in" in output and str(truncated) in output and "truncated" in output
+    total = 3 * 4 + len(images_of_every_mode(np.random.default_rng(1)))  # readable images
+    train_samples = read_json(output_dir / "train_results.json")["train_samples"]
+    assert train_samples + read_json(output_dir / "eval_results.json")["eval_samples"] == total
+    assert read_json(output_dir / "trainer_state.json")["global_step"] == math.ceil(train_samples / 4)
+
+
+# ---- Building blocks ---------------------------------------------------------------------------
+
+
+def test_train_transform_normalizes_like_the_processor():
+    image_processor = vision_bigbird_hf.VisionBigBirdImageProcessor()
+    script.override_image_size(image_processor, 32)
+    recipe_args = script.RecipeArguments(min_crop_scale=0.5)
+    script.resolve_recipe(recipe_args, script.TrainingArguments(output_dir="unused", report_to="none"), set())
+    train_transform = script.build_train_transform(image_processor, recipe_args)
     gray = Image.new("RGB", (28, 28), (51, 102, 204))  # any crop or flip of a constant image is the same image
     expected = (torch.tensor([51, 102, 204]) / 255 - torch.tensor(image_processor.image_mean)) / torch.tensor(
         image_processor.image_std
     )
-    for pixel_values in train_transforms([gray]) + eval_transforms([gray]):
+    for pixel_values in [train_transform(gray), script.EvalTransform(image_processor)([np.array(gray)])[0]]:
         assert pixel_values.shape == (3, 32, 32)
         torch.testing.assert_close(pixel_values, expected[:, None, None].expand(3, 32, 32), atol=1e-5, rtol=0)
 
 
-def test_batch_transform_and_collate_fn_make_rgb_batches():
-    image_processor = vision_bigbird_hf.VisionBigBirdImageProcessor()
-    script.override_image_size(image_processor, 32)
-    train_transforms, _ = script.build_transforms(image_processor)
-    rng = np.random.default_rng(0)
-    batch = {"img": [draw_shape("circle", rng, mode) for mode in ("L", "P", "RGBA")], "y": [0, 2, 1]}
-    examples = script.BatchTransform(train_transforms, "img", "y")(batch)
-    collated = script.collate_fn([dict(zip(examples, values)) for values in zip(*examples.values())])
-    assert collated["pixel_values"].shape == (3, 3, 32, 32)
-    assert collated["labels"].tolist() == [0, 2, 1]
+def test_peer_image_processor_makes_the_same_pixels_as_ours():
+    ours = vision_bigbird_hf.VisionBigBirdImageProcessor()
+    peer = script.new_image_processor("swin")
+    for image_processor in (ours, peer):
+        script.override_image_size(image_processor, 48)
+    image = draw_shape("stripes", np.random.default_rng(0), "RGBA").resize((61, 45))
+    torch.testing.assert_close(
+        peer(image, return_tensors="pt")["pixel_values"],
+        ours(image, return_tensors="pt")["pixel_values"],
+        rtol=0,
+        atol=0,
+    )
 
 
 def test_compute_metrics_is_accuracy():
@@ -260,10 +266,12 @@ def test_compute_metrics_is_accuracy():
 def test_dataset_name_with_other_columns_string_labels_and_split_count(tmp_path):
     """`--dataset_name` on a local parquet dataset: renamed columns, string labels, a validation split of 4 rows."""
     rng = np.random.default_rng(0)
-    rows = [(draw_shape(shape, rng, "RGB"), shape) for shape in SHAPE_CLASSES for _ in range(6)]
-    data = datasets.Dataset.from_dict(
+    rows = [(draw_shape(shape, rng), shape) for shape in SHAPE_CLASSES for _ in range(6)]
+    data = script.datasets.Dataset.from_dict(
         {"picture": [image for image, _ in rows], "kind": [shape for _, shape in rows]},
-        features=datasets.Features({"picture": datasets.Image(), "kind": datasets.Value("string")}),
+        features=script.datasets.Features(
+            {"picture": script.datasets.Image(), "kind": script.datasets.Value("string")}
+        ),
     )
     (tmp_path / "data").mkdir()
     data.to_parquet(str(tmp_path / "data" / "train-00000.parquet"))
@@ -278,12 +286,18 @@ def test_dataset_name_with_other_columns_string_labels_and_split_count(tmp_path)
     assert {split: dataset[split].num_rows for split in dataset} == {"train": 10, "validation": 4}
     assert dataset["train"].features["kind"].names == sorted(SHAPE_CLASSES)
 
+    one_class = script.datasets.DatasetDict(
+        {"train": data.filter(lambda kind: kind == "circle", input_columns="kind")}
+    )
+    with pytest.raises(script.InvalidArgument, match="--label_column_name kind holds 1 class"):
+        script.check_columns(one_class, data_args)
 
-# ---- The script end to end -------------------------------------------------------------
+
+# ---- End to end -------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def image_folder_run(image_folders, tmp_path_factory) -> tuple[Path, str]:
+def image_folder_run(image_folders, tmp_path_factory):
     """One epoch on 10 of the 24 training images (batch 4), evaluated on the 6 validation images."""
     output_dir = tmp_path_factory.mktemp("run") / "out"
     args = [
@@ -297,15 +311,17 @@ def image_folder_run(image_folders, tmp_path_factory) -> tuple[Path, str]:
         "--per_device_train_batch_size", "4",
         "--per_device_eval_batch_size", "4",
         "--learning_rate", "1e-3",
+        "--report_to", "none",
     ]  # fmt: skip
-    return output_dir, run_script(args, cache_dir=output_dir.parent / "cache")
+    return output_dir, run_script(args, cache_dir=output_dir.parent / "cache")[1]
 
 
 def test_output_folder_loads_with_auto_classes_and_pipeline(image_folder_run, image_folders):
-    output_dir, _ = image_folder_run
+    output_dir, output = image_folder_run
     model = AutoModelForImageClassification.from_pretrained(output_dir)
     assert type(model).__name__ == "VisionBigBirdForImageClassification"
     assert model.config.id2label == dict(enumerate(SHAPE_CLASSES))  # the folder names, in sorted order
+    assert model.config.problem_type == "single_label_classification"
     image_processor = AutoImageProcessor.from_pretrained(output_dir)
     assert dict(image_processor.crop_size) == {"height": 32, "width": 32}
 
@@ -316,11 +332,6 @@ def test_output_folder_loads_with_auto_classes_and_pipeline(image_folder_run, im
 
     eval_metrics = read_json(output_dir / "eval_results.json")
     assert eval_metrics["eval_samples"] == 6 and 0.0 <= eval_metrics["eval_accuracy"] <= 1.0
-
-
-def test_max_train_samples_is_honored(image_folder_run):
-    output_dir, output = image_folder_run
-    assert read_json(output_dir / "train_results.json")["train_samples"] == 10
     # one epoch of 10 examples in batches of 4 is 3 optimizer steps (6 for all 24 training images)
     assert read_json(output_dir / "trainer_state.json")["global_step"] == 3
     assert "splits: train 10, validation 6" in output
@@ -330,7 +341,9 @@ def test_fine_tuning_a_saved_model_on_a_new_label_set(image_folder_run):
     output_dir, _ = image_folder_run
     saved = AutoModelForImageClassification.from_pretrained(output_dir)
     model_args = script.ModelArguments(model_name_or_path=str(output_dir), ignore_mismatched_sizes=True)
-    model, image_processor = script.build_model_and_image_processor(model_args, labels=FASHION_MNIST_CLASSES)
+    config = script.build_config(model_args, script.RecipeArguments(recipe="none"))
+    script.set_labels(config, FASHION_MNIST_CLASSES)
+    model, image_processor = script.build_model_and_image_processor(model_args, config)
 
     assert model.config.id2label == dict(enumerate(FASHION_MNIST_CLASSES))
     assert model.classifier.out_features == 10
@@ -341,12 +354,52 @@ def test_fine_tuning_a_saved_model_on_a_new_label_set(image_folder_run):
             torch.testing.assert_close(new_weights[name], weight, msg=f"{name} was not loaded from the saved model")
 
 
+PEERS = {
+    "swin": {"embed_dim": 16, "depths": [1, 1, 1], "num_heads": [1, 1, 2], "window_size": 2},  # stages 8, 4, 2
+    "pvt_v2": {"hidden_sizes": [16, 16, 16, 16], "depths": [1, 1, 1, 1], "num_attention_heads": [1, 1, 1, 1]},
+    "convnext": {"hidden_sizes": [8, 16, 16, 16], "depths": [1, 1, 1, 1]},
+    "vit": {
+        "hidden_size": 32,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "patch_size": 8,
+    },
+}
+
+
+@pytest.mark.parametrize("model_type", sorted(PEERS))
+def test_peers_train_with_the_same_script(model_type, image_folders, tmp_path):
+    output_dir = tmp_path / "out"
+    script.main([
+        "--model_type", model_type,
+        "--config_overrides", json.dumps(PEERS[model_type]),
+        "--image_size", "32",
+        "--train_dir", str(image_folders["train"]),
+        "--output_dir", str(output_dir),
+        "--do_train",
+        "--max_steps", "1",
+        "--per_device_train_batch_size", "4",
+        "--report_to", "none",
+        "--cache_dir", str(tmp_path / "cache"),
+    ])  # fmt: skip
+    config = read_json(output_dir / "config.json")
+    assert config["model_type"] == model_type and config["id2label"] == {"0": "circle", "1": "square", "2": "stripes"}
+    assert config["image_size"] in (32, [32, 32])
+    assert all(config[key] == value for key, value in PEERS[model_type].items())
+    assert read_json(output_dir / "preprocessor_config.json")["image_processor_type"] == "BitImageProcessor"
+    predictions = pipeline("image-classification", model=str(output_dir))(
+        draw_shape("circle", np.random.default_rng(0))
+    )
+    assert len(predictions) == 3
+
+
 @requires_fashion_mnist
 def test_fashion_mnist_from_a_json_file_of_arguments(tmp_path):
     output_dir = tmp_path / "out"
     arguments = {
         "model_preset": "tiny",
-        "config_overrides": TINY_OVERRIDES,
+        "config_overrides": json.dumps(TINY_CONFIG),
         "image_size": 32,
         "min_crop_scale": 0.5,
         "output_dir": str(output_dir),
@@ -359,68 +412,51 @@ def test_fashion_mnist_from_a_json_file_of_arguments(tmp_path):
         "max_steps": 2,
         "per_device_train_batch_size": 16,
         "per_device_eval_batch_size": 16,
+        "report_to": "none",
     }
     (tmp_path / "args.json").write_text(json.dumps(arguments))
-    output = run_script([str(tmp_path / "args.json")], cache_dir=tmp_path / "cache")
+    _, output = run_script([str(tmp_path / "args.json")], cache_dir=tmp_path / "cache")
 
     assert "using Fashion-MNIST" in output
-    test_metrics = read_json(output_dir / "test_results.json")
-    assert test_metrics["test_samples"] == 48 and 0.0 <= test_metrics["test_accuracy"] <= 1.0
-    assert read_json(output_dir / "eval_results.json")["eval_samples"] == 32
+    results = read_json(output_dir / "all_results.json")
+    assert results["test_samples"] == 48 and 0.0 <= results["test_accuracy"] <= 1.0
+    assert results["eval_samples"] == 32 and 0.0 <= results["eval_accuracy"] <= 1.0
     config = read_json(output_dir / "config.json")
     assert [config["id2label"][str(index)] for index in range(10)] == FASHION_MNIST_CLASSES
 
 
-def test_two_process_ddp_with_torchrun(image_folders, tmp_path):
+def test_rgb_conversion_is_transformers_own():
+    image = draw_shape("circle", np.random.default_rng(0), "RGBA")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    decoded = script.decode_rgb({"path": None, "bytes": buffer.getvalue()})
+    np.testing.assert_array_equal(decoded, convert_to_rgb(image, return_numpy=True))
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--bf16", "--use_cpu", "--gradient_accumulation_steps", "2", "--dataloader_num_workers", "2"],
+        pytest.param(["--torch_compile"], marks=pytest.mark.slow),
+    ],
+    ids=["bf16-accumulation-workers", "torch_compile"],
+)
+def test_scale_out_flags_train_on_cpu(flags, image_folders, tmp_path):
     output_dir = tmp_path / "out"
-    args = [
+    script.main([
         *TINY_MODEL_ARGS,
         "--train_dir", str(image_folders["train"]),
         "--output_dir", str(output_dir),
         "--do_train",
-        "--max_train_samples", "12",
-        "--num_train_epochs", "1",
-        "--per_device_train_batch_size", "2",
-    ]  # fmt: skip
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    output = run_script(args, cache_dir=tmp_path / "cache", launcher=torchrun)
-
-    assert "Process rank: 1, world size: 2" in output and "distributed training: True" in output
-    # 12 examples, 2 per process and step: 3 steps with two processes (6 if each process trained alone)
-    assert read_json(output_dir / "trainer_state.json")["global_step"] == 3
-    assert AutoModelForImageClassification.from_pretrained(output_dir).config.num_labels == len(SHAPE_CLASSES)
-
-
-def test_interrupted_run_resumes_from_its_checkpoint(image_folders, tmp_path):
-    output_dir = tmp_path / "out"
-    args = [
-        *TINY_MODEL_ARGS,
-        "--train_dir", str(image_folders["train"]),
-        "--output_dir", str(output_dir),
-        "--do_train",
-        "--max_steps", "4",
-        "--save_steps", "2",
+        "--recipe", "imagenet",
+        "--max_steps", "2",
         "--per_device_train_batch_size", "4",
         "--logging_steps", "1",
-    ]  # fmt: skip
-    run_script(args, cache_dir=tmp_path / "cache")
-    full_run_log = read_json(output_dir / "trainer_state.json")["log_history"]
-    full_run_learning_rates = [entry["learning_rate"] for entry in full_run_log if "loss" in entry]
-
-    # Interrupt after step 2: only checkpoint-2 survives, as when the process dies before the step-4 save
-    shutil.rmtree(output_dir / "checkpoint-4")
-    for path in output_dir.iterdir():
-        if path.is_file() and path.name != "training_args.bin":
-            path.unlink()
-    output = run_script([*args, "--resume_from_checkpoint", str(output_dir / "checkpoint-2")], tmp_path / "cache")
-
-    assert f"Resuming training from {output_dir / 'checkpoint-2'}" in output
-    assert "Resuming training from checkpoint with epoch 0 and global step 2" in output
-    assert output.count("{'loss'") == 2  # only steps 3 and 4 were trained again
-    state = read_json(output_dir / "trainer_state.json")
-    assert state["global_step"] == 4
-    losses = [entry for entry in state["log_history"] if "loss" in entry]
-    assert [entry["step"] for entry in losses] == [1, 2, 3, 4]
-    # the learning-rate schedule went on from step 2 instead of restarting at its peak
-    assert [entry["learning_rate"] for entry in losses] == pytest.approx(full_run_learning_rates)
-    assert AutoModelForImageClassification.from_pretrained(output_dir).config.num_labels == len(SHAPE_CLASSES)
+        "--report_to", "none",
+        "--cache_dir", str(tmp_path / "cache"),
+        *flags,
+    ])  # fmt: skip
+    losses = [
+        entry["loss"] for entry in read_json(output_dir / "trainer_state.json")["log_history"] if "loss" in entry
+    ]
+    assert len(losses) == 2 and all(math.isfinite(loss) and 0 < loss < 5 for loss in losses)

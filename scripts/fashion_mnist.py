@@ -4,7 +4,7 @@ The Debian package `dataset-fashion-mnist` installs the four gzipped IDX files i
 any directory holding the same four files (gzipped or not, e.g. torchvision's `FashionMNIST/raw`) works too:
 
 ```python
->>> from vision_bigbird_hf.fashion_mnist import load_fashion_mnist
+>>> from fashion_mnist import load_fashion_mnist  # from scripts/, beside its users (the training script, the demo)
 
 >>> dataset = load_fashion_mnist()  # or load_fashion_mnist("/path/to/fashion-mnist")
 >>> dataset["train"].num_rows, dataset["test"].num_rows
@@ -145,6 +145,3 @@ def load_fashion_mnist(data_dir: str | os.PathLike | None = None) -> DatasetDict
     """
     data_dir = os.fspath(data_dir) if data_dir is not None else DEFAULT_FASHION_MNIST_DIR
     return DatasetDict({split: load_fashion_mnist_split(data_dir, split) for split in FASHION_MNIST_FILES})
-
-
-__all__ = ["FASHION_MNIST_CLASSES", "load_fashion_mnist", "read_idx"]
