@@ -46,10 +46,11 @@ RUNS = {
     "convnext": ("peer", "ConvNeXt, depths 1-1-3-1, widths 35-280", "convnext",
                  {"patch_size": 4, "hidden_sizes": [35, 70, 140, 280], "depths": [1, 1, 3, 1],
                   "drop_path_rate": DROP_PATH}),
-    # transformers' Swin clamps its window to a smaller map in forward but keeps the relative-position table of
-    # config.window_size, so any window above 1 fails on the 1x1 map of stage 4 (docs/results.md, *Swin*)
-    "swin": ("peer", "Swin, patch 4, window 1, depths 1-1-2-1, widths 32-256", "swin",
-             {"patch_size": 4, "embed_dim": 32, "depths": [1, 1, 2, 1], "num_heads": [1, 2, 4, 8], "window_size": 1,
+    # transformers' Swin takes one window_size and, on a map smaller than it, clamps the window in forward but keeps
+    # the relative-position table of config.window_size (a shape error): every stage's map must be at least the
+    # window. Two stages (8x8 in shifted 4x4 windows, then full attention on 4x4) have window 4 and head dim 32.
+    "swin": ("peer", "Swin, patch 4, window 4, depths 2-6, widths 64-128 (two stages)", "swin",
+             {"patch_size": 4, "embed_dim": 64, "depths": [2, 6], "num_heads": [2, 4], "window_size": 4,
               "drop_path_rate": DROP_PATH}),
     "pvtv2": ("peer", "PVTv2, depths 1-1-2-1, widths 26-208, sr 4-2-1-1", "pvt_v2",
               {"hidden_sizes": [26, 52, 130, 208], "depths": [1, 1, 2, 1], "num_attention_heads": [1, 2, 5, 8],
@@ -272,11 +273,11 @@ def render(study: dict, json_name: str) -> str:
         "- Peers are scaled to Vision Big Bird's parameter count (within 10%) on the same token grid (stride-4 stem, "
         "8x8 tokens in stage 1; ViT: 8x8 patches + CLS). Each ablation deals the removed group's heads to the other "
         "two groups, so every stage keeps its width and head count.",
-        "- Swin: transformers' Swin takes one `window_size` for all stages; in `forward` it clamps the window to a "
-        "smaller map but keeps the relative-position table of `config.window_size`, so at 32x32 any window above 1 "
-        "fails on the 1x1 map of stage 4. The run list therefore trains `swin` with `window_size=1`. A `swin` row "
-        "whose description says window 4 was measured by an earlier version of this script, which resized the "
-        "windows of Swin's stages 3 and 4 inside the model (windows 4, 4, 2, 1); a rerun replaces it.",
+        "- Swin: transformers' Swin takes one `window_size` for all stages and, on a map smaller than the window, "
+        "clamps the window in `forward` but keeps the relative-position table of `config.window_size`, which fails "
+        "with a shape error; so every stage's map must be at least the window. At 32x32 a four-stage Swin with "
+        "window 4 fails on the 2x2 map of stage 3, so `swin` has two stages: shifted 4x4 windows on the 8x8 map, "
+        "then full attention on the 4x4 map.",
         "",
         "## Reproduce",
         "",
@@ -329,6 +330,13 @@ class StudyArguments:
 def report(args: StudyArguments) -> None:
     json_path, md_path = Path(args.results_dir) / "results.json", Path(args.results_dir) / "results.md"
     study = collect(Path(args.output_dir), args.seeds)
+    if study is not None and json_path.is_file():
+        # configurations with no finished run here keep their recorded entry, so a partial rerun updates its rows only
+        recorded = {entry["name"]: entry for entry in json.loads(json_path.read_text())["configurations"]}
+        study["configurations"] = [
+            recorded.get(entry["name"], entry) if not entry["n_seeds"] else entry for entry in study["configurations"]
+        ]
+        study["finished_runs"] = sum(entry["n_seeds"] for entry in study["configurations"])
     if study is None:
         if not json_path.is_file():
             raise FileNotFoundError(f"no finished run in {args.output_dir} and no {json_path} to report from")

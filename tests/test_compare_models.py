@@ -90,10 +90,11 @@ def test_every_model_runs_at_32x32_and_peers_have_vision_bigbirds_parameter_coun
         assert abs(counts[name] / counts["vbb"] - 1) <= 0.10, f"{name}: {counts[name]:,} vs {counts['vbb']:,}"
 
 
-def test_swin_window_above_one_fails_on_the_1x1_map_of_stage_4(commands):
-    """Guards the transformers behaviour that sets the run list's Swin window (docs/results.md, *Setup*)."""
+def test_a_four_stage_swin_with_window_4_fails_at_32x32(commands):
+    """Guards the transformers behaviour that gives the run list's Swin two stages (docs/results.md, *Setup*)."""
     flags = dict(commands[("swin", 0)])
-    flags["--config_overrides"] = json.dumps({**json.loads(flags["--config_overrides"]), "window_size": 2})
+    overrides = {**json.loads(flags["--config_overrides"]), "depths": [1, 1, 2, 1], "num_heads": [1, 2, 4, 8]}
+    flags["--config_overrides"] = json.dumps(overrides)
     with pytest.raises(RuntimeError):
         build(flags).eval()(torch.randn(1, 3, 32, 32))
 
