@@ -16,6 +16,11 @@ VisionBigBirdRSWinHeads, VisionBigBirdGlobalHeads, VisionBigBirdMixedAttention, 
 VisionBigBirdStage, VisionBigBirdPreTrainedModel, VisionBigBirdEncoder, VisionBigBirdModel,
 VisionBigBirdForImageClassification, VisionBigBirdBackbone.
 
+Memory format is the caller's choice, as in timm and torchvision: weights are stored contiguous, and
+`model.to(memory_format=torch.channels_last)` stores the convolution weights channels-last, which suits the
+channels-last feature maps the blocks pass to their convolutions (views of the (B, N, C) tokens) and saves oneDNN a
+weight reorder per call on CPU. Outputs are the same either way.
+
 Shape legend: B batch, H/W height/width of a stage's token grid, N = H*W tokens, C channels, h heads, d head dim,
 nW windows, w tokens per window, P pooled tokens.
 """
@@ -643,26 +648,6 @@ class VisionBigBirdPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["VisionBigBirdLayer"]
     _supports_sdpa = True
-
-    def post_init(self):
-        super().post_init()
-        self.use_channels_last_convolution_weights()
-
-    @classmethod
-    def from_pretrained(cls, *args, **kwargs):
-        loaded = super().from_pretrained(*args, **kwargs)                # the model, or (model, info) with
-        model = loaded[0] if isinstance(loaded, tuple) else loaded         # output_loading_info=True
-        model.use_channels_last_convolution_weights()  # loading replaces the parameters with contiguous tensors
-        return loaded
-
-    def use_channels_last_convolution_weights(self) -> None:
-        """Store every convolution weight channels-last. The convolutions here always receive channels-last maps
-        (views of the tokens), and oneDNN would otherwise reorder a contiguous NCHW weight at every call: for the
-        tiny preset's stage-4 downsampling a 10.6 MB copy per forward (docs/benchmarks.md). Same values; saved
-        checkpoints are contiguous as usual."""
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d) and not module.weight.is_meta:
-                module.weight.data = module.weight.data.contiguous(memory_format=torch.channels_last)
 
     def _init_weights(self, module: nn.Module) -> None:
         """Truncated-normal linears, fan-out normal convolutions (as PVTv2), unit layer norms."""
