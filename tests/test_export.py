@@ -1,7 +1,7 @@
-"""Compile and export of the classifier: no graph breaks under torch.compile, torch.export with static and with dynamic
-batch/height/width, and transformers 5.x's ONNX exporter run on ONNX Runtime. Under torch.export the model takes its branch-free paths (padded RS-Win windows,
-pooling on a fixed grid with masked keys: see `VisionBigBirdRSWinHeads.padded_window_attention` and
-`adaptive_avg_pool_tokens`), whose equivalence to the eager paths is also tested here directly."""
+"""Compile and export of the classifier: no graph breaks under torch.compile, one dynamic graph for new input sizes,
+torch.export with static and with dynamic batch/height/width, and transformers 5.x's ONNX exporter run on ONNX
+Runtime. Eager, compile and export all take the same code (padded RS-Win windows with a key mask, pooling as two
+matmuls); its equivalence to independent dense computations is tested in test_head_groups.py and here."""
 
 import math
 
@@ -11,7 +11,7 @@ from conftest import tiny_config_kwargs
 from torch.export import Dim, export
 
 from vision_bigbird_hf import VisionBigBirdConfig, VisionBigBirdForImageClassification
-from vision_bigbird_hf.modeling_vision_bigbird import VisionBigBirdRSWinHeads, adaptive_avg_pool_tokens
+from vision_bigbird_hf.modeling_vision_bigbird import adaptive_avg_pool_tokens
 
 
 # Sizes met after export: odd sizes, batch 1, a last stage with one window and with a 1-token-shorter window, and
@@ -34,20 +34,7 @@ def tiny_classifier(**overrides) -> VisionBigBirdForImageClassification:
     return VisionBigBirdForImageClassification(VisionBigBirdConfig(**tiny_config_kwargs(**overrides))).eval()
 
 
-# ---- the export-only paths equal the eager ones ---------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("height,width", [(6, 6), (5, 7), (1, 1), (9, 4), (3, 3), (12, 12)])
-@pytest.mark.parametrize("batch_size", [1, 3])
-def test_padded_window_attention_equals_the_split_windows(height, width, batch_size):
-    config = VisionBigBirdConfig(**tiny_config_kwargs(rswin_window_size=3))
-    heads = VisionBigBirdRSWinHeads(config, num_heads=2, head_dim=4, layer_index=0).eval()
-    qkv = torch.randn(batch_size, height * width, 3 * 2 * 4)
-    order = heads.window_order(height, width, qkv.device)
-    inverse_order = torch.argsort(order)
-    padded, _ = heads.padded_window_attention(qkv, order, inverse_order)
-    split, _ = heads(qkv, height, width)
-    torch.testing.assert_close(padded, split, atol=1e-6, rtol=1e-6)
+# ---- pooling as matmuls on a fixed grid equals adaptive_avg_pool2d ----------------------------------------------------
 
 
 @pytest.mark.parametrize("height,width,pool_size", [(7, 7, 7), (16, 9, 3), (2, 5, 7), (1, 1, 2), (13, 8, 7)])
