@@ -331,3 +331,50 @@ def test_auto_image_processor_falls_back_to_the_model_config(tmp_path):
     (tmp_path / "preprocessor_config.json").write_text(json.dumps(processor_config))
     assert type(AutoImageProcessor.from_pretrained(tmp_path)) is VisionBigBirdImageProcessor
     assert type(AutoImageProcessor.from_pretrained(tmp_path, backend="pil")) is VisionBigBirdImageProcessorPil
+
+
+# ---- Inputs that cannot hurt it --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("width, height", [(0, 0), (0, 5), (7, 0)])
+def test_an_image_without_pixels_is_a_clear_error(processor_class, width, height):
+    with pytest.raises(ValueError, match=f"with pixels, got a {width}x{height} PIL image"):
+        processor_class()(PIL.Image.new("RGB", (width, height)), return_tensors="pt")
+
+
+@pytest.mark.parametrize("size", [(65536, 1), (1, 65536)], ids=["wide", "tall"])
+def test_an_extreme_aspect_ratio_png_stays_small(processor_class, tmp_path, size):
+    """A ~300-byte 65536x1 PNG: uncapped, the shortest-edge resize would make it 16777216x256 (13 GB as floats).
+    With the cap the resized image is at most 4096 pixels long, so the processor allocates a few MB at most."""
+    import tracemalloc
+
+    path = tmp_path / "strip.png"
+    PIL.Image.new("RGB", size, (200, 30, 90)).save(path)
+    assert path.stat().st_size < 1000
+    processor = processor_class()
+    processor(str(path), return_tensors="pt")  # warm-up: first-call imports and caches are not the processor's
+    tracemalloc.start()
+    try:
+        result = processor(str(path), return_tensors="pt", do_center_crop=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert sorted(result.pixel_values.shape[-2:]) == [1, 4096]
+    assert peak < 64 * 2**20, f"peak traced allocation {peak / 2**20:.0f} MB"
+    assert processor(str(path), return_tensors="pt").pixel_values.shape == (1, 3, 224, 224)
+
+
+@pytest.mark.parametrize(
+    "height, width, size, expected",
+    [
+        (300, 451, {"shortest_edge": 256}, (256, 384)),             # not capped: the backend's usual rounding
+        (100, 1600, {"shortest_edge": 256}, (256, 4096)),           # exactly 16:1
+        (100, 1700, {"shortest_edge": 256}, (240, 4096)),           # capped at 16 x 256
+        (65536, 1, {"shortest_edge": 256}, (4096, 1)),
+        (10, 1000, {"shortest_edge": 64, "longest_edge": 500}, (5, 500)),
+    ],
+)
+def test_resized_size_follows_the_longest_edge_cap(processor_class, height, width, size, expected):
+    image = np.zeros((height, width, 3), dtype=np.uint8)
+    out = pixel_values(processor_class(size=size, do_center_crop=False), image, input_data_format="channels_last")
+    assert out.shape[-2:] == expected
