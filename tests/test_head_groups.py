@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 from conftest import tiny_config_kwargs
+from huggingface_hub.errors import StrictDataclassError
 
 from vision_bigbird_hf import VisionBigBirdConfig, VisionBigBirdModel
 from vision_bigbird_hf.modeling_vision_bigbird import (
@@ -259,5 +260,5 @@ def test_any_group_can_have_zero_heads(split):
 
 
 def test_all_groups_empty_is_rejected():
-    with pytest.raises(ValueError, match="stage1"):
+    with pytest.raises(StrictDataclassError, match="stage1"):
         VisionBigBirdConfig(**tiny_config_kwargs(conv_heads=[0, 1, 1, 1], rswin_heads=[0, 1, 1, 1], global_heads=[0, 1, 1, 1]))

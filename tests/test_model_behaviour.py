@@ -6,7 +6,12 @@ import torch
 from conftest import tiny_config_kwargs
 from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
 
-from vision_bigbird_hf import VisionBigBirdConfig, VisionBigBirdForImageClassification, VisionBigBirdModel
+from vision_bigbird_hf import (
+    VisionBigBirdBackbone,
+    VisionBigBirdConfig,
+    VisionBigBirdForImageClassification,
+    VisionBigBirdModel,
+)
 
 
 def tiny_classifier(**overrides):
@@ -33,6 +38,23 @@ def test_bad_input_gets_a_clear_error(shape, message):
     model = VisionBigBirdModel(VisionBigBirdConfig(**tiny_config_kwargs()))
     with pytest.raises(ValueError, match=message):
         model(torch.randn(*shape))
+
+
+@pytest.mark.parametrize(
+    "pixel_values,message",
+    [
+        (torch.randn(0, 3, 64, 64), "no images"),
+        (torch.zeros(1, 3, 0, 0), "0x0 pixels"),
+        (torch.randint(0, 256, (1, 3, 64, 64), dtype=torch.uint8), "torch.uint8.*image processor"),
+        (torch.ones(1, 3, 64, 64, dtype=torch.long), "torch.int64.*image processor"),
+    ],
+    ids=["empty_batch", "zero_size", "uint8", "int64"],
+)
+def test_inputs_that_would_crash_or_mislead_are_clear_errors(pixel_values, message):
+    for model in (VisionBigBirdForImageClassification(VisionBigBirdConfig(**tiny_config_kwargs())),
+                  VisionBigBirdBackbone(VisionBigBirdConfig(**tiny_config_kwargs()))):
+        with pytest.raises(ValueError, match=message):
+            model(pixel_values)
 
 
 def test_missing_pixel_values_is_an_error():

@@ -170,7 +170,14 @@ class VisionBigBirdEmbeddings(nn.Module):
             raise ValueError(
                 f"pixel_values must have shape (batch_size, num_channels, height, width), got {tuple(pixel_values.shape)}"
             )
-        _, num_channels, height, width = pixel_values.shape
+        batch_size, num_channels, height, width = pixel_values.shape
+        if batch_size == 0:
+            raise ValueError("pixel_values holds no images (batch size 0); pass at least one image")
+        if not pixel_values.is_floating_point():
+            raise ValueError(
+                f"pixel_values has dtype {pixel_values.dtype}; the model takes normalized floating-point pixels: "
+                "prepare images with the image processor (VisionBigBirdImageProcessor / AutoImageProcessor)"
+            )
         if num_channels != self.num_channels:
             raise ValueError(
                 f"pixel_values has {num_channels} channels but the configuration expects num_channels="
