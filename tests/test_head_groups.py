@@ -21,6 +21,17 @@ from vision_bigbird_hf.modeling_vision_bigbird import (
 )
 
 
+def stage1_config(conv, rswin, global_, head_dim, **overrides):
+    """The tiny config with stage 1 given `conv + rswin + global_` heads of `head_dim` channels each."""
+    kwargs = tiny_config_kwargs(**overrides)
+    channels, heads = (conv + rswin + global_) * head_dim, conv + rswin + global_
+    kwargs.update(
+        hidden_sizes=[channels, 48, 72, 96], num_heads=[heads, 3, 3, 3], conv_heads=[conv, 1, 1, 1],
+        rswin_heads=[rswin, 1, 1, 1], global_heads=[global_, 1, 1, 1],
+    )
+    return VisionBigBirdConfig(**kwargs)
+
+
 def is_permutation(order, n):
     return torch.equal(torch.sort(order).values, torch.arange(n))
 
@@ -138,9 +149,9 @@ def dense_window_attention(qkv, order, lengths, num_heads, head_dim):
 @pytest.mark.parametrize("height,width", [(6, 6), (5, 7), (1, 1), (9, 4)])
 @pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
 def test_rswin_heads_match_dense_masked_attention(height, width, attn_implementation):
-    config = VisionBigBirdConfig(**tiny_config_kwargs(rswin_window_size=3))
+    config = stage1_config(0, 2, 1, head_dim=4, rswin_window_size=3)
     config._attn_implementation = attn_implementation
-    heads = VisionBigBirdRSWinHeads(config, num_heads=2, head_dim=4, layer_index=1).eval()
+    heads = VisionBigBirdRSWinHeads(config, stage_index=0, layer_index=1).eval()
     qkv = torch.randn(2, height * width, 3 * 2 * 4)
     output, _ = heads(qkv, height, width)
     order = heads.window_order(height, width, qkv.device)
@@ -149,9 +160,9 @@ def test_rswin_heads_match_dense_masked_attention(height, width, attn_implementa
 
 
 def test_rswin_attention_weights_are_those_of_the_window_members():
-    config = VisionBigBirdConfig(**tiny_config_kwargs(rswin_window_size=3))
+    config = stage1_config(1, 1, 1, head_dim=4, rswin_window_size=3)
     config._attn_implementation = "eager"
-    heads = VisionBigBirdRSWinHeads(config, num_heads=1, head_dim=4, layer_index=0).eval()
+    heads = VisionBigBirdRSWinHeads(config, stage_index=0, layer_index=0).eval()
     qkv = torch.randn(1, 36, 12)
     _, weights = heads(qkv, 6, 6)                                                # (B, h, N, w)
     order = heads.window_order(6, 6, qkv.device)
@@ -165,16 +176,16 @@ def test_rswin_attention_weights_are_those_of_the_window_members():
 
 
 def test_rswin_training_draws_new_windows_and_eval_is_fixed():
-    config = VisionBigBirdConfig(**tiny_config_kwargs())
-    heads = VisionBigBirdRSWinHeads(config, num_heads=1, head_dim=4, layer_index=0)
+    config = stage1_config(1, 1, 1, head_dim=4)
+    heads = VisionBigBirdRSWinHeads(config, stage_index=0, layer_index=0)
     heads.train()
     assert not torch.equal(heads.window_order(8, 8, torch.device("cpu")), heads.window_order(8, 8, torch.device("cpu")))
     heads.eval()
     assert torch.equal(heads.window_order(8, 8, torch.device("cpu")), heads.window_order(8, 8, torch.device("cpu")))
-    other_layer = VisionBigBirdRSWinHeads(config, num_heads=1, head_dim=4, layer_index=1).eval()
+    other_layer = VisionBigBirdRSWinHeads(config, stage_index=0, layer_index=1).eval()
     assert not torch.equal(heads.window_order(8, 8, torch.device("cpu")), other_layer.window_order(8, 8, torch.device("cpu")))
     sampling = VisionBigBirdRSWinHeads(
-        VisionBigBirdConfig(**tiny_config_kwargs(rswin_sample_in_eval=True)), num_heads=1, head_dim=4, layer_index=0
+        stage1_config(1, 1, 1, head_dim=4, rswin_sample_in_eval=True), stage_index=0, layer_index=0
     ).eval()
     assert not torch.equal(sampling.window_order(8, 8, torch.device("cpu")), sampling.window_order(8, 8, torch.device("cpu")))
 
@@ -183,15 +194,15 @@ def test_rswin_training_draws_new_windows_and_eval_is_fixed():
 
 
 def test_global_heads_attend_to_exactly_the_pooled_tokens():
-    config = VisionBigBirdConfig(**tiny_config_kwargs())
+    config = stage1_config(1, 1, 2, head_dim=3)                                 # 12 channels, pool 3
     config._attn_implementation = "eager"
-    heads = VisionBigBirdGlobalHeads(config, channels=8, num_heads=2, head_dim=3, pool_size=3).eval()
-    hidden = torch.randn(2, 36, 8)
+    heads = VisionBigBirdGlobalHeads(config, stage_index=0).eval()
+    hidden = torch.randn(2, 36, 12)
     query = torch.randn(2, 36, 6)
     output, weights = heads(query, hidden, 6, 6)
     assert weights.shape == (2, 2, 36, 9)
     # independent pooling: mean of each 2x2 block of the 6x6 map
-    blocks = hidden.reshape(2, 3, 2, 3, 2, 8).mean(dim=(2, 4)).reshape(2, 9, 8)
+    blocks = hidden.reshape(2, 3, 2, 3, 2, 12).mean(dim=(2, 4)).reshape(2, 9, 12)
     key, value = heads.kv(heads.pool_norm(blocks)).reshape(2, 9, 2, 2, 3).permute(2, 0, 3, 1, 4)
     q = query.reshape(2, 36, 2, 3).transpose(1, 2)
     expected_weights = (q @ key.transpose(-1, -2) / math.sqrt(3)).softmax(-1)
@@ -201,9 +212,9 @@ def test_global_heads_attend_to_exactly_the_pooled_tokens():
 
 
 def test_global_pool_is_capped_at_the_map_size():
-    config = VisionBigBirdConfig(**tiny_config_kwargs())
+    config = stage1_config(1, 0, 1, head_dim=4, global_pool_size=[7, 3, 2, 2])  # 8 channels, pool 7
     config._attn_implementation = "eager"
-    heads = VisionBigBirdGlobalHeads(config, channels=8, num_heads=1, head_dim=4, pool_size=7).eval()
+    heads = VisionBigBirdGlobalHeads(config, stage_index=0).eval()
     _, weights = heads(torch.randn(1, 10, 4), torch.randn(1, 10, 8), 2, 5)      # a 2 x 5 map, pool grid 7 x 7
     grid = weights.unflatten(-1, (7, 7))                                         # (B, h, N, 7, 7)
     torch.testing.assert_close(grid[..., :2, :5].sum((-1, -2)), torch.ones(1, 1, 10))

@@ -1,3 +1,16 @@
+# Copyright 2026 The vision-bigbird-hf authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """PyTorch Vision Big Bird (Zhang & Gong, "Vision Big Bird: Random Sparsification for Full Attention", arXiv 2311.05988).
 
 A four-stage hierarchical vision transformer. Every block splits its heads into three groups that see the same
@@ -157,7 +170,10 @@ class VisionBigBirdEmbeddings(nn.Module):
         embed_dim = config.hidden_sizes[0]
         self.projection = nn.Conv2d(config.num_channels, embed_dim, kernel_size=7, stride=4, padding=3)
         self.norm = nn.LayerNorm(embed_dim, eps=config.layer_norm_eps)
+        # CODEPATH: the released presets and the Fashion-MNIST demo have no position embedding; only the paper's
+        # position-embedding ablation (use_absolute_embeddings=True) builds one.
         if config.use_absolute_embeddings:
+            # CODEPATH: image_size is an int in every released config; a (height, width) pair is for non-square use.
             image_size = config.image_size if isinstance(config.image_size, (list, tuple)) else (config.image_size,) * 2
             grid = (math.ceil(image_size[0] / 4), math.ceil(image_size[1] / 4))
             self.position_embeddings = nn.Parameter(torch.zeros(1, embed_dim, *grid))
@@ -358,20 +374,23 @@ class VisionBigBirdRSWinHeads(nn.Module):
     Windows whose token count is one short of the longest get a masked padding key, so every input size (eager,
     sdpa, torch.compile, torch.export with dynamic sizes, ONNX) runs the same one attention call."""
 
-    def __init__(self, config: VisionBigBirdConfig, num_heads: int, head_dim: int, layer_index: int):
+    def __init__(self, config: VisionBigBirdConfig, stage_index: int, layer_index: int):
         super().__init__()
         self.config = config
-        self.num_heads = num_heads
-        self.head_dim = head_dim
+        self.num_heads = config.rswin_heads[stage_index]
+        self.head_dim = config.hidden_sizes[stage_index] // config.num_heads[stage_index]
         self.window_tokens = config.rswin_window_size**2
         self.seed = config.rswin_seed + layer_index
-        self.scaling = head_dim**-0.5
+        self.scaling = self.head_dim**-0.5
         self.is_causal = False
 
     def window_order(self, height: int, width: int, device: torch.device) -> torch.Tensor:
         """The permutation (N,) that gathers tokens into consecutive windows."""
+        # CODEPATH: every released checkpoint samples random windows ("random"); "grid" is the paper's non-random
+        # ablation, and rswin_sample_in_eval=True an option for test-time sampling that no checkpoint sets.
         if self.config.rswin_sampling == "grid":
             return grid_window_order(height, width, self.config.rswin_window_size, device)
+        # CODEPATH: every checkpoint draws in training and uses the seeded order in eval (rswin_sample_in_eval=False).
         if self.training or self.config.rswin_sample_in_eval:
             return sample_window_order(height * width, device)
         return seeded_window_order(height, width, self.seed, device)
@@ -446,16 +465,17 @@ class VisionBigBirdGlobalHeads(nn.Module):
     to a fixed `global_pool_size` grid (P tokens), so each token has global reach at O(N * P) cost. On a map smaller
     than the grid the pooled grid is min(pool, H) x min(pool, W) and the unused cells are masked keys (weight 0)."""
 
-    def __init__(self, config: VisionBigBirdConfig, channels: int, num_heads: int, head_dim: int, pool_size: int):
+    def __init__(self, config: VisionBigBirdConfig, stage_index: int):
         super().__init__()
         self.config = config
-        self.num_heads = num_heads
-        self.head_dim = head_dim
-        self.pool_size = pool_size
-        self.scaling = head_dim**-0.5
+        channels = config.hidden_sizes[stage_index]
+        self.num_heads = config.global_heads[stage_index]
+        self.head_dim = channels // config.num_heads[stage_index]
+        self.pool_size = config.global_pool_size[stage_index]
+        self.scaling = self.head_dim**-0.5
         self.is_causal = False
         self.pool_norm = nn.LayerNorm(channels, eps=config.layer_norm_eps)
-        self.kv = nn.Linear(channels, 2 * num_heads * head_dim, bias=config.qkv_bias)
+        self.kv = nn.Linear(channels, 2 * self.num_heads * self.head_dim, bias=config.qkv_bias)
 
     def forward(
         self, query: torch.Tensor, hidden_states: torch.Tensor, height: int, width: int, **kwargs: Unpack[TransformersKwargs]
@@ -503,18 +523,8 @@ class VisionBigBirdMixedAttention(nn.Module):
         self.split_sizes = [conv_channels, 3 * rswin_channels, global_channels]
         self.qkv = nn.Linear(channels, sum(self.split_sizes), bias=config.qkv_bias)
         self.conv_heads = VisionBigBirdConvHeads(config, conv_channels) if conv_channels else None
-        self.rswin_heads = (
-            VisionBigBirdRSWinHeads(config, config.rswin_heads[stage_index], head_dim, layer_index)
-            if rswin_channels
-            else None
-        )
-        self.global_heads = (
-            VisionBigBirdGlobalHeads(
-                config, channels, config.global_heads[stage_index], head_dim, config.global_pool_size[stage_index]
-            )
-            if global_channels
-            else None
-        )
+        self.rswin_heads = VisionBigBirdRSWinHeads(config, stage_index, layer_index) if rswin_channels else None
+        self.global_heads = VisionBigBirdGlobalHeads(config, stage_index) if global_channels else None
         self.proj = nn.Linear(channels, channels)
         self.proj_dropout = nn.Dropout(config.hidden_dropout_prob)
 
@@ -625,6 +635,7 @@ class VisionBigBirdPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module: nn.Module) -> None:
         """Truncated-normal linears, fan-out normal convolutions (as PVTv2), unit layer norms."""
+        super()._init_weights(module)
         if isinstance(module, nn.Linear):
             init.trunc_normal_(module.weight, mean=0.0, std=self.config.initializer_range)
             if module.bias is not None:
