@@ -53,6 +53,7 @@ def test_fixed_grid_pooling_equals_adaptive_avg_pool2d(height, width, pool_size)
 # ---- torch.compile ----------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
 def test_dynamo_traces_the_whole_model_in_one_graph(training):
     model = tiny_classifier().train(training)
@@ -66,9 +67,27 @@ def test_dynamo_traces_the_whole_model_in_one_graph(training):
     assert explanation.graph_count == 1
 
 
+@pytest.mark.slow
+def test_compile_with_dynamic_sizes_makes_one_graph_for_every_input_size():
+    """One code path for every size: with `dynamic=True` (and a non-square first input, so duck sizing does not tie
+    height to width) dynamo compiles once and never recompiles, whatever the window count or pooled grid."""
+    from torch._dynamo.testing import CompileCounter
+
+    model = tiny_classifier(rswin_window_size=7, global_pool_size=[7, 7, 7, 7])
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    compiled = torch.compile(model, backend=counter, dynamic=True)
+    with torch.no_grad():
+        for height, width in [(96, 80), (64, 64), (224, 224), (75, 141), (33, 40)]:
+            pixel_values = torch.randn(2, 3, height, width)
+            torch.testing.assert_close(compiled(pixel_values).logits, model(pixel_values).logits, atol=1e-5, rtol=1e-5)
+    assert counter.frame_count == 1
+
+
 # ---- torch.export -----------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("height,width", [(64, 64), (75, 41)])
 def test_static_export_matches_eager(height, width):
     model = tiny_classifier()
@@ -79,6 +98,7 @@ def test_static_export_matches_eager(height, width):
         torch.testing.assert_close(exported.module()(other).logits, model(other).logits, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "overrides",
     [
@@ -102,6 +122,7 @@ def test_dynamic_export_matches_eager_at_other_sizes(overrides):
             )
 
 
+@pytest.mark.slow
 def test_dynamic_export_refuses_sizes_outside_the_declared_range():
     model = tiny_classifier()
     exported = export(
@@ -114,6 +135,7 @@ def test_dynamic_export_refuses_sizes_outside_the_declared_range():
 # ---- ONNX (transformers.exporters) on ONNX Runtime -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_onnx_export_with_dynamic_sizes_matches_pytorch_on_onnxruntime(tmp_path):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
