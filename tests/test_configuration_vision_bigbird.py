@@ -55,6 +55,17 @@ def test_config_json_values_are_validated(tmp_path, overrides, message):
         VisionBigBirdConfig.from_pretrained(tmp_path)
 
 
+def test_from_pretrained_keyword_arguments_meet_the_checks_across_fields(tmp_path):
+    VisionBigBirdConfig(**tiny_config_kwargs()).save_pretrained(tmp_path)
+    # a saved config names its backbone outputs (up to stage4), which a 3-stage model does not have
+    with pytest.raises(ValueError, match=r"stage_names: \['stem', 'stage1', 'stage2', 'stage3'\] got \['stage4'\]"):
+        VisionBigBirdConfig.from_pretrained(tmp_path, depths=[1, 1, 1])
+    with pytest.raises(StrictDataclassError, match="stage2: head groups .* not num_heads=5"):
+        VisionBigBirdForImageClassification.from_pretrained(tmp_path, num_heads=[3, 5, 3, 3])
+    config, unused = VisionBigBirdConfig.from_pretrained(tmp_path, depths=[2, 1, 1, 1], foo=1, return_unused_kwargs=True)
+    assert config.depths == [2, 1, 1, 1] and unused == {"foo": 1}
+
+
 def test_stage_lists_must_agree():
     with pytest.raises(StrictDataclassError, match="global_pool_size has 4 entries but hidden_sizes has 3"):
         VisionBigBirdConfig(hidden_sizes=[32, 64, 128], depths=[1, 1, 2], num_heads=[2, 4, 8], global_pool_size=[7] * 4)

@@ -13,6 +13,8 @@
 # limitations under the License.
 """Vision Big Bird model configuration (Zhang & Gong, arXiv 2311.05988)."""
 
+import dataclasses
+
 from huggingface_hub.dataclasses import strict, validated_field
 from transformers.activations import ACT2FN
 from transformers.backbone_utils import BackboneConfigMixin
@@ -206,6 +208,15 @@ class VisionBigBirdConfig(BackboneConfigMixin, PreTrainedConfig):
         # a config loaded from a Hub repository keeps its own auto_map (entries like "repo--module.Class")
         kwargs.setdefault("auto_map", dict(REMOTE_CODE_AUTO_MAP))
         super().__post_init__(**kwargs)
+
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs) -> "VisionBigBirdConfig":
+        """`PreTrainedConfig.from_dict`, except that keyword arguments naming fields (`from_pretrained(folder,
+        depths=[...])`) are constructor arguments: transformers would set them one by one after construction, past
+        the checks across fields and without re-deriving the per-stage defaults."""
+        field_names = {field.name for field in dataclasses.fields(cls)} | {"out_features", "out_indices"}
+        overrides = {name: kwargs.pop(name) for name in list(kwargs) if name in field_names}
+        return super().from_dict({**config_dict, **overrides}, **kwargs)
 
     @classmethod
     def from_preset(cls, name: str, **kwargs) -> "VisionBigBirdConfig":
