@@ -214,7 +214,7 @@ class VisionBigBirdConfig(BackboneConfigMixin, PreTrainedConfig):
         """`PreTrainedConfig.from_dict`, except that keyword arguments naming fields (`from_pretrained(folder,
         depths=[...])`) are constructor arguments: transformers would set them one by one after construction, past
         the checks across fields and without re-deriving the per-stage defaults."""
-        field_names = {field.name for field in dataclasses.fields(cls)} | {"out_features", "out_indices"}
+        field_names = {field.name for field in dataclasses.fields(cls)}
         overrides = {name: kwargs.pop(name) for name in list(kwargs) if name in field_names}
         return super().from_dict({**config_dict, **overrides}, **kwargs)
 
