@@ -30,11 +30,20 @@ import yaml
 from transformers import AutoImageProcessor, AutoModelForImageClassification, HfArgumentParser
 
 import make_model_cards as cards
-import vision_bigbird_hf  # noqa: F401  (registers Vision Big Bird with the Auto classes)
 from model_cost import count_parameters
+from transformers.utils import IMAGE_PROCESSOR_NAME
+
+import vision_bigbird_hf  # noqa: F401  (registers Vision Big Bird with the Auto classes)
+from vision_bigbird_hf import image_processing_pil_vision_bigbird, image_processing_vision_bigbird
 
 
 RESULT_FILES = ("all_results.json", "train_results.json", "eval_results.json", "test_results.json")
+# Both backends, in the dict form `AutoImageProcessor.from_pretrained(..., trust_remote_code=True, backend=...)` reads
+# (`save_pretrained` of one processor names only its own class).
+IMAGE_PROCESSOR_AUTO_MAP = {
+    "torchvision": "image_processing_vision_bigbird.VisionBigBirdImageProcessor",
+    "pil": "image_processing_pil_vision_bigbird.VisionBigBirdImageProcessorPil",
+}
 
 
 @dataclass
@@ -174,6 +183,17 @@ def check_reload(model, output_dir: Path) -> float:
         return (reloaded(pixel_values).logits - model.eval()(pixel_values).logits).abs().max().item()
 
 
+def save_image_processor_for_hub(image_processor, output_dir: Path) -> None:
+    """Save the image processor with the code files of both backends and an `auto_map` naming both."""
+    image_processor.save_pretrained(output_dir)
+    for module in (image_processing_vision_bigbird, image_processing_pil_vision_bigbird):
+        shutil.copy(module.__file__, output_dir)
+    path = output_dir / IMAGE_PROCESSOR_NAME
+    processor_config = json.loads(path.read_text())
+    processor_config["auto_map"] = {"AutoImageProcessor": dict(IMAGE_PROCESSOR_AUTO_MAP)}
+    path.write_text(json.dumps(processor_config, indent=2, sort_keys=True) + "\n")
+
+
 def export(args: ExportArguments) -> Path:
     run_dir, output_dir = Path(args.run_dir), Path(args.output_dir)
     if output_dir.exists() and any(output_dir.iterdir()):
@@ -188,7 +208,7 @@ def export(args: ExportArguments) -> Path:
         card = generated_card(model, image_processor, metrics, name, args.dataset, run_dir)
 
     model.save_pretrained(output_dir)
-    image_processor.save_pretrained(output_dir)
+    save_image_processor_for_hub(image_processor, output_dir)
     for name in RESULT_FILES:
         if (run_dir / name).exists():
             shutil.copy(run_dir / name, output_dir / name)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import check_weight_layouts, tiny_config_kwargs
+from conftest import tiny_config_kwargs
 from hf_common.test_backbone_common import BackboneTesterMixin
 from hf_common.test_modeling_common import ModelTesterMixin, floats_tensor
 from huggingface_hub.errors import HFValidationError
@@ -71,10 +71,6 @@ class VisionBigBirdBackboneModelTest(ModelTesterMixin, unittest.TestCase):
 
     def setUp(self):
         self.model_tester = VisionBigBirdBackboneTester(self)
-
-    def test_load_contiguous_weights(self):
-        config, _ = self.model_tester.prepare_config_and_inputs_for_common()
-        check_weight_layouts(self, self.all_model_classes, config)
 
     @unittest.skip(reason="Vision Big Bird has no token embeddings and no output embeddings (a convolutional stem)")
     def test_model_get_set_embeddings(self):

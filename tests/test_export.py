@@ -1,7 +1,7 @@
-"""Compile and export of the classifier: no graph breaks under torch.compile, torch.export with static and with dynamic
-batch/height/width, and transformers 5.x's ONNX exporter run on ONNX Runtime. Under torch.export the model takes its branch-free paths (padded RS-Win windows,
-pooling on a fixed grid with masked keys: see `VisionBigBirdRSWinHeads.padded_window_attention` and
-`adaptive_avg_pool_tokens`), whose equivalence to the eager paths is also tested here directly."""
+"""Compile and export of the classifier: no graph breaks under torch.compile, one dynamic graph for new input sizes,
+torch.export with static and with dynamic batch/height/width, and transformers 5.x's ONNX exporter run on ONNX
+Runtime. Eager, compile and export all take the same code (padded RS-Win windows with a key mask, pooling as two
+matmuls); its equivalence to independent dense computations is tested in test_head_groups.py and here."""
 
 import math
 
@@ -11,7 +11,7 @@ from conftest import tiny_config_kwargs
 from torch.export import Dim, export
 
 from vision_bigbird_hf import VisionBigBirdConfig, VisionBigBirdForImageClassification
-from vision_bigbird_hf.modeling_vision_bigbird import VisionBigBirdRSWinHeads, adaptive_avg_pool_tokens
+from vision_bigbird_hf.modeling_vision_bigbird import adaptive_avg_pool_tokens
 
 
 # Sizes met after export: odd sizes, batch 1, a last stage with one window and with a 1-token-shorter window, and
@@ -34,20 +34,7 @@ def tiny_classifier(**overrides) -> VisionBigBirdForImageClassification:
     return VisionBigBirdForImageClassification(VisionBigBirdConfig(**tiny_config_kwargs(**overrides))).eval()
 
 
-# ---- the export-only paths equal the eager ones ---------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("height,width", [(6, 6), (5, 7), (1, 1), (9, 4), (3, 3), (12, 12)])
-@pytest.mark.parametrize("batch_size", [1, 3])
-def test_padded_window_attention_equals_the_split_windows(height, width, batch_size):
-    config = VisionBigBirdConfig(**tiny_config_kwargs(rswin_window_size=3))
-    heads = VisionBigBirdRSWinHeads(config, num_heads=2, head_dim=4, layer_index=0).eval()
-    qkv = torch.randn(batch_size, height * width, 3 * 2 * 4)
-    order = heads.window_order(height, width, qkv.device)
-    inverse_order = torch.argsort(order)
-    padded, _ = heads.padded_window_attention(qkv, order, inverse_order)
-    split, _ = heads(qkv, height, width)
-    torch.testing.assert_close(padded, split, atol=1e-6, rtol=1e-6)
+# ---- pooling as matmuls on a fixed grid equals adaptive_avg_pool2d ----------------------------------------------------
 
 
 @pytest.mark.parametrize("height,width,pool_size", [(7, 7, 7), (16, 9, 3), (2, 5, 7), (1, 1, 2), (13, 8, 7)])
@@ -66,6 +53,7 @@ def test_fixed_grid_pooling_equals_adaptive_avg_pool2d(height, width, pool_size)
 # ---- torch.compile ----------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
 def test_dynamo_traces_the_whole_model_in_one_graph(training):
     model = tiny_classifier().train(training)
@@ -79,9 +67,27 @@ def test_dynamo_traces_the_whole_model_in_one_graph(training):
     assert explanation.graph_count == 1
 
 
+@pytest.mark.slow
+def test_compile_with_dynamic_sizes_makes_one_graph_for_every_input_size():
+    """One code path for every size: with `dynamic=True` (and a non-square first input, so duck sizing does not tie
+    height to width) dynamo compiles once and never recompiles, whatever the window count or pooled grid."""
+    from torch._dynamo.testing import CompileCounter
+
+    model = tiny_classifier(rswin_window_size=7, global_pool_size=[7, 7, 7, 7])
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    compiled = torch.compile(model, backend=counter, dynamic=True)
+    with torch.no_grad():
+        for height, width in [(96, 80), (64, 64), (224, 224), (75, 141), (33, 40)]:
+            pixel_values = torch.randn(2, 3, height, width)
+            torch.testing.assert_close(compiled(pixel_values).logits, model(pixel_values).logits, atol=1e-5, rtol=1e-5)
+    assert counter.frame_count == 1
+
+
 # ---- torch.export -----------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("height,width", [(64, 64), (75, 41)])
 def test_static_export_matches_eager(height, width):
     model = tiny_classifier()
@@ -92,6 +98,7 @@ def test_static_export_matches_eager(height, width):
         torch.testing.assert_close(exported.module()(other).logits, model(other).logits, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "overrides",
     [
@@ -115,6 +122,7 @@ def test_dynamic_export_matches_eager_at_other_sizes(overrides):
             )
 
 
+@pytest.mark.slow
 def test_dynamic_export_refuses_sizes_outside_the_declared_range():
     model = tiny_classifier()
     exported = export(
@@ -127,6 +135,7 @@ def test_dynamic_export_refuses_sizes_outside_the_declared_range():
 # ---- ONNX (transformers.exporters) on ONNX Runtime -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_onnx_export_with_dynamic_sizes_matches_pytorch_on_onnxruntime(tmp_path):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")

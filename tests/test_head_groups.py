@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 from conftest import tiny_config_kwargs
+from huggingface_hub.errors import StrictDataclassError
 
 from vision_bigbird_hf import VisionBigBirdConfig, VisionBigBirdModel
 from vision_bigbird_hf.modeling_vision_bigbird import (
@@ -15,9 +16,20 @@ from vision_bigbird_hf.modeling_vision_bigbird import (
     sample_window_order,
     seeded_window_order,
     tokens_to_windows,
-    window_sizes,
+    window_layout,
     windows_to_tokens,
 )
+
+
+def stage1_config(conv, rswin, global_, head_dim, **overrides):
+    """The tiny config with stage 1 given `conv + rswin + global_` heads of `head_dim` channels each."""
+    kwargs = tiny_config_kwargs(**overrides)
+    channels, heads = (conv + rswin + global_) * head_dim, conv + rswin + global_
+    kwargs.update(
+        hidden_sizes=[channels, 48, 72, 96], num_heads=[heads, 3, 3, 3], conv_heads=[conv, 1, 1, 1],
+        rswin_heads=[rswin, 1, 1, 1], global_heads=[global_, 1, 1, 1],
+    )
+    return VisionBigBirdConfig(**kwargs)
 
 
 def is_permutation(order, n):
@@ -79,44 +91,52 @@ def test_grid_order_gathers_square_tiles():
 # ---- windows -------------------------------------------------------------------------------------------------------
 
 
+def window_lengths(num_tokens, window_tokens):
+    """Independent split: ceil(N / w) windows, the first N mod nW of them one token longer."""
+    num_windows = math.ceil(num_tokens / window_tokens)
+    base, num_long = divmod(num_tokens, num_windows)
+    return [base + 1] * num_long + [base] * (num_windows - num_long)
+
+
 @pytest.mark.parametrize("num_tokens,window_tokens", [(49, 49), (3136, 49), (35, 9), (1, 49), (260, 49), (50, 49)])
-def test_window_sizes_cover_every_token_once_and_differ_by_at_most_one(num_tokens, window_tokens):
-    sizes = window_sizes(num_tokens, window_tokens)
-    assert sum(count * length for count, length in sizes) == num_tokens
-    assert sum(count for count, _ in sizes) == math.ceil(num_tokens / window_tokens)
-    lengths = [length for _, length in sizes]
+def test_window_layout_covers_every_token_once_and_lengths_differ_by_at_most_one(num_tokens, window_tokens):
+    position, valid, slot = window_layout(num_tokens, window_tokens, torch.device("cpu"))
+    lengths = window_lengths(num_tokens, window_tokens)
+    assert position.shape == valid.shape == (len(lengths) + 1, max(lengths))   # one extra window, dropped later
+    assert valid[:-1].sum(1).tolist() == lengths and valid[-1].all()
     assert max(lengths) <= window_tokens and max(lengths) - min(lengths) <= 1
+    # valid slots read window-order positions 0..N-1 in order; `slot` finds each one again
+    assert torch.equal(position[:-1][valid[:-1]], torch.arange(num_tokens))
+    assert torch.equal(position.flatten()[slot], torch.arange(num_tokens)) and valid.flatten()[slot].all()
 
 
 @pytest.mark.parametrize("num_tokens", [36, 35, 50])
 def test_windows_to_tokens_undoes_tokens_to_windows(num_tokens):
     tokens = torch.randn(3, num_tokens, 5)
-    sizes = window_sizes(num_tokens, 9)
+    position, valid, slot = window_layout(num_tokens, 9, torch.device("cpu"))
     identity = torch.arange(num_tokens)
-    windows = tokens_to_windows(tokens, identity, sizes)
-    assert torch.equal(windows_to_tokens(windows, sizes, 3), tokens)
+    windows = tokens_to_windows(tokens, identity, position)                  # (B*nW', L, 5)
+    assert torch.equal(windows_to_tokens(windows, slot, 3), tokens)
     # with a permutation, windows hold consecutive runs of the permuted tokens
     order = torch.randperm(num_tokens)
-    assert torch.equal(windows_to_tokens(tokens_to_windows(tokens, order, sizes), sizes, 3), tokens[:, order])
-    # each token sits in exactly one window, and windows never mix images of the batch
+    assert torch.equal(windows_to_tokens(tokens_to_windows(tokens, order, position), slot, 3), tokens[:, order])
+    # each token sits in exactly one valid slot of a real window, and windows never mix images of the batch
     ids = torch.arange(3 * num_tokens, dtype=torch.float32).reshape(3, num_tokens, 1)
-    seen = torch.cat([w.flatten() for w in tokens_to_windows(ids, order, sizes)])
+    windows = tokens_to_windows(ids, order, position).squeeze(-1)            # (B*nW', L)
+    real = valid[:-1].repeat(3, 1, 1)                                        # (B, nW, L)
+    seen = windows.reshape(3, *valid.shape)[:, :-1][real]
     assert torch.equal(torch.sort(seen).values, ids.flatten())
-    for window_group in tokens_to_windows(ids, order, sizes):
-        images = window_group.squeeze(-1) // num_tokens                      # (B*nW, w): image index of each member
-        assert (images == images[:, :1]).all()
+    images = windows // num_tokens                                           # (B*nW', L): image of each member
+    assert (images == images[:, :1]).all()
 
 
 # ---- RS-Win heads against dense masked attention --------------------------------------------------------------------
 
 
-def dense_window_attention(qkv, order, sizes, num_heads, head_dim):
+def dense_window_attention(qkv, order, lengths, num_heads, head_dim):
     """Independent reference: full N x N attention in token order, masked to pairs that share a window."""
     batch, n, _ = qkv.shape
-    window_of_slot = torch.cat(
-        [torch.arange(count).repeat_interleave(length) + offset for (count, length), offset in
-         zip(sizes, [0] + [sizes[0][0]] * (len(sizes) - 1))]
-    )                                                                           # (N,) window id of each slot
+    window_of_slot = torch.arange(len(lengths)).repeat_interleave(torch.tensor(lengths))  # (N,) window of each slot
     window_of_token = torch.empty(n, dtype=torch.long)
     window_of_token[order] = window_of_slot
     same_window = window_of_token[:, None] == window_of_token[None, :]          # (N, N)
@@ -129,20 +149,20 @@ def dense_window_attention(qkv, order, sizes, num_heads, head_dim):
 @pytest.mark.parametrize("height,width", [(6, 6), (5, 7), (1, 1), (9, 4)])
 @pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
 def test_rswin_heads_match_dense_masked_attention(height, width, attn_implementation):
-    config = VisionBigBirdConfig(**tiny_config_kwargs(rswin_window_size=3))
+    config = stage1_config(0, 2, 1, head_dim=4, rswin_window_size=3)
     config._attn_implementation = attn_implementation
-    heads = VisionBigBirdRSWinHeads(config, num_heads=2, head_dim=4, layer_index=1).eval()
+    heads = VisionBigBirdRSWinHeads(config, stage_index=0, layer_index=1).eval()
     qkv = torch.randn(2, height * width, 3 * 2 * 4)
     output, _ = heads(qkv, height, width)
     order = heads.window_order(height, width, qkv.device)
-    expected = dense_window_attention(qkv, order, window_sizes(height * width, 9), 2, 4)
+    expected = dense_window_attention(qkv, order, window_lengths(height * width, 9), 2, 4)
     torch.testing.assert_close(output, expected, atol=1e-5, rtol=1e-5)
 
 
 def test_rswin_attention_weights_are_those_of_the_window_members():
-    config = VisionBigBirdConfig(**tiny_config_kwargs(rswin_window_size=3))
+    config = stage1_config(1, 1, 1, head_dim=4, rswin_window_size=3)
     config._attn_implementation = "eager"
-    heads = VisionBigBirdRSWinHeads(config, num_heads=1, head_dim=4, layer_index=0).eval()
+    heads = VisionBigBirdRSWinHeads(config, stage_index=0, layer_index=0).eval()
     qkv = torch.randn(1, 36, 12)
     _, weights = heads(qkv, 6, 6)                                                # (B, h, N, w)
     order = heads.window_order(6, 6, qkv.device)
@@ -156,16 +176,16 @@ def test_rswin_attention_weights_are_those_of_the_window_members():
 
 
 def test_rswin_training_draws_new_windows_and_eval_is_fixed():
-    config = VisionBigBirdConfig(**tiny_config_kwargs())
-    heads = VisionBigBirdRSWinHeads(config, num_heads=1, head_dim=4, layer_index=0)
+    config = stage1_config(1, 1, 1, head_dim=4)
+    heads = VisionBigBirdRSWinHeads(config, stage_index=0, layer_index=0)
     heads.train()
     assert not torch.equal(heads.window_order(8, 8, torch.device("cpu")), heads.window_order(8, 8, torch.device("cpu")))
     heads.eval()
     assert torch.equal(heads.window_order(8, 8, torch.device("cpu")), heads.window_order(8, 8, torch.device("cpu")))
-    other_layer = VisionBigBirdRSWinHeads(config, num_heads=1, head_dim=4, layer_index=1).eval()
+    other_layer = VisionBigBirdRSWinHeads(config, stage_index=0, layer_index=1).eval()
     assert not torch.equal(heads.window_order(8, 8, torch.device("cpu")), other_layer.window_order(8, 8, torch.device("cpu")))
     sampling = VisionBigBirdRSWinHeads(
-        VisionBigBirdConfig(**tiny_config_kwargs(rswin_sample_in_eval=True)), num_heads=1, head_dim=4, layer_index=0
+        stage1_config(1, 1, 1, head_dim=4, rswin_sample_in_eval=True), stage_index=0, layer_index=0
     ).eval()
     assert not torch.equal(sampling.window_order(8, 8, torch.device("cpu")), sampling.window_order(8, 8, torch.device("cpu")))
 
@@ -174,15 +194,15 @@ def test_rswin_training_draws_new_windows_and_eval_is_fixed():
 
 
 def test_global_heads_attend_to_exactly_the_pooled_tokens():
-    config = VisionBigBirdConfig(**tiny_config_kwargs())
+    config = stage1_config(1, 1, 2, head_dim=3)                                 # 12 channels, pool 3
     config._attn_implementation = "eager"
-    heads = VisionBigBirdGlobalHeads(config, channels=8, num_heads=2, head_dim=3, pool_size=3).eval()
-    hidden = torch.randn(2, 36, 8)
+    heads = VisionBigBirdGlobalHeads(config, stage_index=0).eval()
+    hidden = torch.randn(2, 36, 12)
     query = torch.randn(2, 36, 6)
     output, weights = heads(query, hidden, 6, 6)
     assert weights.shape == (2, 2, 36, 9)
     # independent pooling: mean of each 2x2 block of the 6x6 map
-    blocks = hidden.reshape(2, 3, 2, 3, 2, 8).mean(dim=(2, 4)).reshape(2, 9, 8)
+    blocks = hidden.reshape(2, 3, 2, 3, 2, 12).mean(dim=(2, 4)).reshape(2, 9, 12)
     key, value = heads.kv(heads.pool_norm(blocks)).reshape(2, 9, 2, 2, 3).permute(2, 0, 3, 1, 4)
     q = query.reshape(2, 36, 2, 3).transpose(1, 2)
     expected_weights = (q @ key.transpose(-1, -2) / math.sqrt(3)).softmax(-1)
@@ -192,11 +212,13 @@ def test_global_heads_attend_to_exactly_the_pooled_tokens():
 
 
 def test_global_pool_is_capped_at_the_map_size():
-    config = VisionBigBirdConfig(**tiny_config_kwargs())
+    config = stage1_config(1, 0, 1, head_dim=4, global_pool_size=[7, 3, 2, 2])  # 8 channels, pool 7
     config._attn_implementation = "eager"
-    heads = VisionBigBirdGlobalHeads(config, channels=8, num_heads=1, head_dim=4, pool_size=7).eval()
-    _, weights = heads(torch.randn(1, 10, 4), torch.randn(1, 10, 8), 2, 5)
-    assert weights.shape[-1] == 10
+    heads = VisionBigBirdGlobalHeads(config, stage_index=0).eval()
+    _, weights = heads(torch.randn(1, 10, 4), torch.randn(1, 10, 8), 2, 5)      # a 2 x 5 map, pool grid 7 x 7
+    grid = weights.unflatten(-1, (7, 7))                                         # (B, h, N, 7, 7)
+    torch.testing.assert_close(grid[..., :2, :5].sum((-1, -2)), torch.ones(1, 1, 10))
+    assert (grid[..., :2, :5] > 0).all() and not grid[..., 2:, :].any() and not grid[..., :, 5:].any()
 
 
 # ---- conv heads ------------------------------------------------------------------------------------------------------
@@ -249,5 +271,5 @@ def test_any_group_can_have_zero_heads(split):
 
 
 def test_all_groups_empty_is_rejected():
-    with pytest.raises(ValueError, match="stage1"):
+    with pytest.raises(StrictDataclassError, match="stage1"):
         VisionBigBirdConfig(**tiny_config_kwargs(conv_heads=[0, 1, 1, 1], rswin_heads=[0, 1, 1, 1], global_heads=[0, 1, 1, 1]))

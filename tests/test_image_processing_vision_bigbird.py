@@ -331,3 +331,101 @@ def test_auto_image_processor_falls_back_to_the_model_config(tmp_path):
     (tmp_path / "preprocessor_config.json").write_text(json.dumps(processor_config))
     assert type(AutoImageProcessor.from_pretrained(tmp_path)) is VisionBigBirdImageProcessor
     assert type(AutoImageProcessor.from_pretrained(tmp_path, backend="pil")) is VisionBigBirdImageProcessorPil
+
+
+# ---- Inputs that cannot hurt it --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("width, height", [(0, 0), (0, 5), (7, 0)])
+def test_an_image_without_pixels_is_a_clear_error(processor_class, width, height):
+    with pytest.raises(ValueError, match=f"with pixels, got a {width}x{height} PIL image"):
+        processor_class()(PIL.Image.new("RGB", (width, height)), return_tensors="pt")
+
+
+@pytest.mark.parametrize("size", [(65536, 1), (1, 65536)], ids=["wide", "tall"])
+def test_an_extreme_aspect_ratio_png_stays_small(processor_class, tmp_path, size):
+    """A ~300-byte 65536x1 PNG: uncapped, the shortest-edge resize would make it 16777216x256 (13 GB as floats).
+    With the cap the resized image is at most 4096 pixels long, so the processor allocates a few MB at most."""
+    import tracemalloc
+
+    path = tmp_path / "strip.png"
+    PIL.Image.new("RGB", size, (200, 30, 90)).save(path)
+    assert path.stat().st_size < 1000
+    processor = processor_class()
+    processor(str(path), return_tensors="pt")  # warm-up: first-call imports and caches are not the processor's
+    tracemalloc.start()
+    try:
+        result = processor(str(path), return_tensors="pt", do_center_crop=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert sorted(result.pixel_values.shape[-2:]) == [1, 4096]
+    assert peak < 64 * 2**20, f"peak traced allocation {peak / 2**20:.0f} MB"
+    assert processor(str(path), return_tensors="pt").pixel_values.shape == (1, 3, 224, 224)
+
+
+@pytest.mark.parametrize(
+    "height, width, size, expected",
+    [
+        (300, 451, {"shortest_edge": 256}, (256, 384)),             # not capped: the backend's usual rounding
+        (100, 1600, {"shortest_edge": 256}, (256, 4096)),           # exactly 16:1
+        (100, 1700, {"shortest_edge": 256}, (240, 4096)),           # capped at 16 x 256
+        (65536, 1, {"shortest_edge": 256}, (4096, 1)),
+        (10, 1000, {"shortest_edge": 64, "longest_edge": 500}, (5, 500)),
+    ],
+)
+def test_resized_size_follows_the_longest_edge_cap(processor_class, height, width, size, expected):
+    image = np.zeros((height, width, 3), dtype=np.uint8)
+    out = pixel_values(processor_class(size=size, do_center_crop=False), image, input_data_format="channels_last")
+    assert out.shape[-2:] == expected
+
+
+# ---- transformers' common image-processor tests ----------------------------------------------------------------------
+
+import sys  # noqa: E402
+import types  # noqa: E402
+import unittest  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+
+# The common module imports transformers' repository helper utils/fetch_hub_objects_for_ci.py, which
+# scripts/fetch_transformers_tests.py does not fetch. It maps test-image URLs to cached files; here the one photo the
+# tests below load (COCO's two cats) is replaced by skimage's cat photo, so they run offline; other URLs (only the
+# segmentation tests', which do not apply here) are left as they are.
+if "fetch_hub_objects_for_ci" not in sys.modules:
+    import tempfile  # noqa: E402
+
+    _CAT_PHOTO = str(Path(tempfile.mkdtemp()) / "chelsea.png")
+    PIL.Image.fromarray(skimage_data.chelsea()).save(_CAT_PHOTO)
+    sys.modules["fetch_hub_objects_for_ci"] = types.SimpleNamespace(
+        url_to_local_path=lambda url: _CAT_PHOTO if url.endswith("000000039769.jpg") else url
+    )
+
+from hf_common.test_image_processing_common import ImageProcessingTestMixin, ImageProcessingTester  # noqa: E402
+
+
+class VisionBigBirdImageProcessingTester(ImageProcessingTester):
+    def __init__(self, parent, **kwargs):
+        kwargs.setdefault("size", {"shortest_edge": 40})
+        kwargs.setdefault("crop_size", {"height": 32, "width": 32})
+        kwargs.setdefault("do_resize", True)
+        kwargs.setdefault("do_center_crop", True)
+        kwargs.setdefault("do_normalize", True)
+        kwargs.setdefault("image_mean", IMAGENET_DEFAULT_MEAN)
+        kwargs.setdefault("image_std", IMAGENET_DEFAULT_STD)
+        super().__init__(parent, **kwargs)
+
+    def _get_image_processing_classes(self):
+        # the mixin finds in-tree processors by the test file's folder name; these are registered out of tree
+        return {"torchvision": VisionBigBirdImageProcessor, "pil": VisionBigBirdImageProcessorPil}
+
+    def expected_output_image_shape(self, images):
+        return self.num_channels, self.crop_size["height"], self.crop_size["width"]
+
+
+class VisionBigBirdImageProcessingTest(ImageProcessingTestMixin, unittest.TestCase):
+    image_processor_tester_class = VisionBigBirdImageProcessingTester
+    # The batched check runs on uniform random noise, where PIL's and torchvision's bicubic kernels overshoot and clip
+    # differently at single pixels (up to ~0.3 in normalized units, ~17 uint8 levels); the mean-error limit stays the
+    # mixin's. On photos the backends agree within a couple of levels (test_backends_agree_on_photos).
+    backend_equivalence_atol = 0.5

@@ -6,7 +6,12 @@ import torch
 from conftest import tiny_config_kwargs
 from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
 
-from vision_bigbird_hf import VisionBigBirdConfig, VisionBigBirdForImageClassification, VisionBigBirdModel
+from vision_bigbird_hf import (
+    VisionBigBirdBackbone,
+    VisionBigBirdConfig,
+    VisionBigBirdForImageClassification,
+    VisionBigBirdModel,
+)
 
 
 def tiny_classifier(**overrides):
@@ -33,6 +38,23 @@ def test_bad_input_gets_a_clear_error(shape, message):
     model = VisionBigBirdModel(VisionBigBirdConfig(**tiny_config_kwargs()))
     with pytest.raises(ValueError, match=message):
         model(torch.randn(*shape))
+
+
+@pytest.mark.parametrize(
+    "pixel_values,message",
+    [
+        (torch.randn(0, 3, 64, 64), "no images"),
+        (torch.zeros(1, 3, 0, 0), "0x0 pixels"),
+        (torch.randint(0, 256, (1, 3, 64, 64), dtype=torch.uint8), "torch.uint8.*image processor"),
+        (torch.ones(1, 3, 64, 64, dtype=torch.long), "torch.int64.*image processor"),
+    ],
+    ids=["empty_batch", "zero_size", "uint8", "int64"],
+)
+def test_inputs_that_would_crash_or_mislead_are_clear_errors(pixel_values, message):
+    for model in (VisionBigBirdForImageClassification(VisionBigBirdConfig(**tiny_config_kwargs())),
+                  VisionBigBirdBackbone(VisionBigBirdConfig(**tiny_config_kwargs()))):
+        with pytest.raises(ValueError, match=message):
+            model(pixel_values)
 
 
 def test_missing_pixel_values_is_an_error():
@@ -88,18 +110,21 @@ def test_eager_and_sdpa_agree(height, width):
 
 
 @pytest.mark.parametrize("height,width", [(64, 64), (97, 161)])
-def test_channels_last_convolution_weights_do_not_change_outputs(height, width):
-    """The layout optimisation must leave eval outputs unchanged (the performance issue's 1e-5 rule)."""
+def test_channels_last_is_the_callers_choice(height, width, tmp_path):
+    """Weights are stored contiguous (after init and after loading); `model.to(memory_format=torch.channels_last)`
+    changes the convolution weights' layout and leaves eval outputs unchanged within 1e-5."""
     model = tiny_classifier().eval()
-    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in model.parameters() if p.ndim == 4)
+    model.save_pretrained(tmp_path)
+    loaded = VisionBigBirdForImageClassification.from_pretrained(tmp_path).eval()
+    for candidate in (model, loaded):
+        assert all(p.is_contiguous() for p in candidate.parameters())
     images = torch.randn(2, 3, height, width)
     with torch.no_grad():
-        channels_last = model(images).logits
-        for module in model.modules():
-            if isinstance(module, torch.nn.Conv2d):
-                module.weight.data = module.weight.data.contiguous()
-        assert all(p.is_contiguous() for p in model.parameters())
         contiguous = model(images).logits
+        model.to(memory_format=torch.channels_last)
+        conv_weights = [p for p in model.parameters() if p.ndim == 4]
+        assert conv_weights and all(p.is_contiguous(memory_format=torch.channels_last) for p in conv_weights)
+        channels_last = model(images).logits
     torch.testing.assert_close(channels_last, contiguous, atol=1e-5, rtol=1e-5)
 
 

@@ -5,7 +5,7 @@ import unittest
 from unittest import mock
 
 import torch
-from conftest import check_weight_layouts, tiny_config_kwargs
+from conftest import tiny_config_kwargs
 from hf_common.test_configuration_common import ConfigTester
 from hf_common.test_modeling_common import ModelTesterMixin, floats_tensor, ids_tensor
 
@@ -81,10 +81,6 @@ class VisionBigBirdModelTest(ModelTesterMixin, unittest.TestCase):
 
     def test_for_image_classification(self):
         self.model_tester.create_and_check_for_image_classification(*self.model_tester.prepare_config_and_inputs())
-
-    def test_load_contiguous_weights(self):
-        config, _ = self.model_tester.prepare_config_and_inputs_for_common()
-        check_weight_layouts(self, self.all_model_classes, config)
 
     @unittest.skip(reason="Vision Big Bird takes pixel_values, not inputs_embeds")
     def test_inputs_embeds(self):

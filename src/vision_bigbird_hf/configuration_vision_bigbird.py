@@ -1,6 +1,22 @@
+# Copyright 2026 The vision-bigbird-hf authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """Vision Big Bird model configuration (Zhang & Gong, arXiv 2311.05988)."""
 
-from huggingface_hub.dataclasses import strict
+import dataclasses
+
+from huggingface_hub.dataclasses import strict, validated_field
+from transformers.activations import ACT2FN
 from transformers.backbone_utils import BackboneConfigMixin
 from transformers.configuration_utils import PreTrainedConfig
 
@@ -24,13 +40,48 @@ REMOTE_CODE_AUTO_MAP = {
 }
 
 
+# Field validators: `@strict` runs them on every assignment, so a value is checked however it arrives (constructor,
+# `from_pretrained(folder, drop_path_rate=2.0)`, config.json, a later `config.x = ...`). Checks across fields are the
+# `validate_*` methods, which `@strict` runs once after construction (and transformers again before saving).
+
+
+def check_probability(value):
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{value} must be in [0, 1)")
+
+
+def check_positive(value):
+    if value <= 0:
+        raise ValueError(f"{value} must be positive")
+
+
+def check_positive_per_stage(values):
+    if values is not None and any(value <= 0 for value in values):
+        raise ValueError(f"{list(values)} must hold one positive value per stage")
+
+
+def check_odd_positive(value):
+    if value <= 0 or value % 2 == 0:
+        raise ValueError(f"{value} must be a positive odd number")
+
+
+def check_activation(value):
+    if value not in ACT2FN:
+        raise ValueError(f"{value!r} is not an activation of transformers' ACT2FN; choose one of {sorted(ACT2FN)}")
+
+
+def check_sampling_mode(value):
+    if value not in RSWIN_SAMPLING_MODES:
+        raise ValueError(f"{value!r} must be one of {RSWIN_SAMPLING_MODES}")
+
+
 def split_heads_evenly(num_heads: int) -> tuple[int, int, int]:
     """Split `num_heads` into (conv, rswin, global) counts as evenly as possible; leftovers go to RS-Win, then global."""
     share, leftover = divmod(num_heads, 3)
     return share, share + (leftover >= 1), share + (leftover >= 2)
 
 
-@strict(accept_kwargs=True)
+@strict
 class VisionBigBirdConfig(BackboneConfigMixin, PreTrainedConfig):
     r"""
     Configuration of a Vision Big Bird model: a four-stage hierarchical vision transformer whose heads in every block
@@ -70,15 +121,15 @@ class VisionBigBirdConfig(BackboneConfigMixin, PreTrainedConfig):
             deterministic.
         rswin_sample_in_eval (`bool`, *optional*, defaults to `False`):
             Keep drawing a new random permutation at every forward pass in eval mode too.
-        global_pool_size (`list[int]`, *optional*, defaults to `[7, 7, 7, 7]`):
+        global_pool_size (`list[int]`, *optional*):
             Keys and values of the global heads are average-pooled to a grid of this size per stage (capped at the
-            feature map's own size).
+            feature map's own size). Defaults to 7 in every stage.
         conv_kernel_size (`int`, *optional*, defaults to 3):
             Kernel size of the conv heads' depthwise convolution (odd).
         mlp_ratio (`float`, *optional*, defaults to 4.0):
             Ratio of the MLP hidden size to the block's channels.
         hidden_act (`str`, *optional*, defaults to `"gelu"`):
-            Activation of the MLP.
+            Activation of the MLP, a key of transformers' `ACT2FN`.
         hidden_dropout_prob (`float`, *optional*, defaults to 0.0):
             Dropout after the embeddings, the attention output projection and the MLP.
         attention_probs_dropout_prob (`float`, *optional*, defaults to 0.0):
@@ -120,17 +171,17 @@ class VisionBigBirdConfig(BackboneConfigMixin, PreTrainedConfig):
     conv_heads: list[int] | tuple[int, ...] | None = None
     rswin_heads: list[int] | tuple[int, ...] | None = None
     global_heads: list[int] | tuple[int, ...] | None = None
-    rswin_window_size: int = 7
-    rswin_sampling: str = "random"
+    rswin_window_size: int = validated_field(check_positive, default=7)
+    rswin_sampling: str = validated_field(check_sampling_mode, default="random")
     rswin_seed: int = 0
     rswin_sample_in_eval: bool = False
-    global_pool_size: list[int] | tuple[int, ...] = (7, 7, 7, 7)
-    conv_kernel_size: int = 3
-    mlp_ratio: float | int = 4.0
-    hidden_act: str = "gelu"
-    hidden_dropout_prob: float | int = 0.0
-    attention_probs_dropout_prob: float | int = 0.0
-    drop_path_rate: float | int = 0.1
+    global_pool_size: list[int] | tuple[int, ...] | None = validated_field(check_positive_per_stage, default=None)
+    conv_kernel_size: int = validated_field(check_odd_positive, default=3)
+    mlp_ratio: float | int = validated_field(check_positive, default=4.0)
+    hidden_act: str = validated_field(check_activation, default="gelu")
+    hidden_dropout_prob: float | int = validated_field(check_probability, default=0.0)
+    attention_probs_dropout_prob: float | int = validated_field(check_probability, default=0.0)
+    drop_path_rate: float | int = validated_field(check_probability, default=0.1)
     qkv_bias: bool = True
     layer_norm_eps: float = 1e-5
     initializer_range: float = 0.02
@@ -142,17 +193,14 @@ class VisionBigBirdConfig(BackboneConfigMixin, PreTrainedConfig):
         self.hidden_sizes = list(self.hidden_sizes)
         self.depths = list(self.depths)
         self.num_heads = list(self.num_heads)
-        self.global_pool_size = list(self.global_pool_size)
+        # per-stage defaults follow the number of stages
+        self.global_pool_size = [7] * len(self.depths) if self.global_pool_size is None else list(self.global_pool_size)
         even_splits = [split_heads_evenly(heads) for heads in self.num_heads]
         for group_index, group in enumerate(("conv_heads", "rswin_heads", "global_heads")):
             value = getattr(self, group)
             setattr(self, group, [split[group_index] for split in even_splits] if value is None else list(value))
-        # Validate before anything derived is computed, so a bad value is reported as itself, with a ValueError.
-        self.validate_stage_lists()
-        self.validate_head_groups()
-        self.validate_group_knobs()
         self.num_layers = len(self.depths)
-        self.hidden_size = self.hidden_sizes[-1]
+        self.hidden_size = self.hidden_sizes[-1] if self.hidden_sizes else None  # validate_stage_lists reports []
         self.stage_names = ["stem"] + [f"stage{idx}" for idx in range(1, len(self.depths) + 1)]
         self.set_output_features_output_indices(
             out_indices=kwargs.pop("out_indices", None), out_features=kwargs.pop("out_features", None)
@@ -160,6 +208,15 @@ class VisionBigBirdConfig(BackboneConfigMixin, PreTrainedConfig):
         # a config loaded from a Hub repository keeps its own auto_map (entries like "repo--module.Class")
         kwargs.setdefault("auto_map", dict(REMOTE_CODE_AUTO_MAP))
         super().__post_init__(**kwargs)
+
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs) -> "VisionBigBirdConfig":
+        """`PreTrainedConfig.from_dict`, except that keyword arguments naming fields (`from_pretrained(folder,
+        depths=[...])`) are constructor arguments: transformers would set them one by one after construction, past
+        the checks across fields and without re-deriving the per-stage defaults."""
+        field_names = {field.name for field in dataclasses.fields(cls)}
+        overrides = {name: kwargs.pop(name) for name in list(kwargs) if name in field_names}
+        return super().from_dict({**config_dict, **overrides}, **kwargs)
 
     @classmethod
     def from_preset(cls, name: str, **kwargs) -> "VisionBigBirdConfig":
@@ -200,22 +257,6 @@ class VisionBigBirdConfig(BackboneConfigMixin, PreTrainedConfig):
                     f"stage{stage}: head groups (conv, rswin, global)={split} add up to {sum(split)}, "
                     f"not num_heads={total}"
                 )
-
-    def validate_group_knobs(self):
-        if self.rswin_window_size <= 0:
-            raise ValueError(f"rswin_window_size={self.rswin_window_size} must be a positive number of tokens per side")
-        if self.rswin_sampling not in RSWIN_SAMPLING_MODES:
-            raise ValueError(f"rswin_sampling={self.rswin_sampling!r} must be one of {RSWIN_SAMPLING_MODES}")
-        for stage, pool_size in enumerate(self.global_pool_size, start=1):
-            if pool_size <= 0:
-                raise ValueError(f"stage{stage}: global_pool_size={pool_size} must be positive")
-        if self.conv_kernel_size <= 0 or self.conv_kernel_size % 2 == 0:
-            raise ValueError(f"conv_kernel_size={self.conv_kernel_size} must be a positive odd number")
-        if self.mlp_ratio <= 0:
-            raise ValueError(f"mlp_ratio={self.mlp_ratio} must be positive")
-        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name}={getattr(self, name)} must be in [0, 1)")
 
 
 __all__ = ["VisionBigBirdConfig", "PRESETS"]

@@ -1,7 +1,21 @@
+# Copyright 2026 The vision-bigbird-hf authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """Image processor for Vision Big Bird, PIL backend (the twin of the torchvision `VisionBigBirdImageProcessor`)."""
 
 import numpy as np
 from transformers.image_processing_backends import PilBackend
+from transformers.image_processing_utils import SizeDict
 from transformers.image_utils import (
     IMAGENET_DEFAULT_MEAN,
     IMAGENET_DEFAULT_STD,
@@ -9,42 +23,18 @@ from transformers.image_utils import (
     ImageInput,
     PILImageResampling,
     is_pil_image,
-    is_valid_image,
-    make_flat_list_of_images,
 )
 
-
-def make_flat_list_of_images_or_grayscale(images: ImageInput, expected_ndims: int = 3) -> list:
-    """
-    `make_flat_list_of_images`, except that a 2-D `(H, W)` array or tensor, alone or in a list, also counts as one
-    (grayscale) image: the backend's `process_image` gives it a channel axis and `do_convert_rgb` makes it RGB.
-    An empty list, an array with an empty axis, or one whose number of dimensions fits neither an image nor a batch
-    raises a `ValueError` naming its shape.
-    """
-    candidates = list(images) if isinstance(images, (list, tuple)) else [images]
-    if not candidates:
-        raise ValueError("Expected at least one image, got an empty list.")
-    arrays = [image for image in candidates if is_valid_image(image) and not is_pil_image(image)]
-    for array in arrays:
-        if array.ndim not in (2, expected_ndims, expected_ndims + 1) or 0 in array.shape:
-            raise ValueError(
-                "Expected an image of shape (H, W), (H, W, C) or (C, H, W), or a batch (B, ...) of them, with no "
-                f"empty axis; got an array of shape {tuple(array.shape)}."
-            )
-    if any(array.ndim == 2 for array in arrays) and all(
-        is_pil_image(image) or (is_valid_image(image) and image.ndim in (2, expected_ndims)) for image in candidates
-    ):
-        return candidates
-    return make_flat_list_of_images(images, expected_ndims=expected_ndims)
+from .image_processing_vision_bigbird import capped_resize_size, make_flat_list_of_images_or_grayscale
 
 
 class VisionBigBirdImageProcessorPil(PilBackend):
     r"""
     PIL-backend image processor of Vision Big Bird: the same steps and defaults as `VisionBigBirdImageProcessor`
-    (RGB conversion, bicubic resize of the shortest edge to 256, 224x224 center crop, rescale by 1/255, ImageNet
-    normalization), computed with PIL and NumPy on CPU. Load it with `AutoImageProcessor.from_pretrained(...,
-    backend="pil")`. On photos the two backends differ by at most a couple of uint8 levels per pixel; see
-    `VisionBigBirdImageProcessor` for the details of each step.
+    (RGB conversion, bicubic resize of the shortest edge to 256 with the longest edge capped at 16x that, 224x224
+    center crop, rescale by 1/255, ImageNet normalization), computed with PIL and NumPy on CPU. Load it with
+    `AutoImageProcessor.from_pretrained(..., backend="pil")`. On photos the two backends differ by at most a couple
+    of uint8 levels per pixel; see `VisionBigBirdImageProcessor` for the details of each step.
     """
 
     resample = PILImageResampling.BICUBIC
@@ -71,6 +61,10 @@ class VisionBigBirdImageProcessorPil(PilBackend):
         if not is_pil_image(image) and image.ndim == 2:
             image, input_data_format = image[None], ChannelDimension.FIRST  # (1, H, W)
         return super().process_image(image, *args, input_data_format=input_data_format, **kwargs)
+
+    def resize(self, image: np.ndarray, size: SizeDict, *args, **kwargs) -> np.ndarray:
+        """Resize a (C, H, W) image, with the longest-edge cap of `capped_resize_size`."""
+        return super().resize(image, capped_resize_size(*image.shape[-2:], size), *args, **kwargs)
 
 
 __all__ = ["VisionBigBirdImageProcessorPil"]

@@ -1,6 +1,20 @@
+# Copyright 2026 The vision-bigbird-hf authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """Image processor for Vision Big Bird, torchvision backend (the default backend)."""
 
 from transformers.image_processing_backends import TorchvisionBackend
+from transformers.image_processing_utils import SizeDict
 from transformers.image_utils import (
     IMAGENET_DEFAULT_MEAN,
     IMAGENET_DEFAULT_STD,
@@ -16,12 +30,15 @@ def make_flat_list_of_images_or_grayscale(images: ImageInput, expected_ndims: in
     """
     `make_flat_list_of_images`, except that a 2-D `(H, W)` array or tensor, alone or in a list, also counts as one
     (grayscale) image: the backend's `process_image` gives it a channel axis and `do_convert_rgb` makes it RGB.
-    An empty list, an array with an empty axis, or one whose number of dimensions fits neither an image nor a batch
-    raises a `ValueError` naming its shape.
+    An empty list, an image with no pixels (a 0-pixel PIL image, an array with an empty axis), or an array whose
+    number of dimensions fits neither an image nor a batch raises a `ValueError` naming its size.
     """
     candidates = list(images) if isinstance(images, (list, tuple)) else [images]
     if not candidates:
         raise ValueError("Expected at least one image, got an empty list.")
+    for image in candidates:
+        if is_pil_image(image) and 0 in image.size:
+            raise ValueError(f"Expected an image with pixels, got a {image.size[0]}x{image.size[1]} PIL image.")
     arrays = [image for image in candidates if is_valid_image(image) and not is_pil_image(image)]
     for array in arrays:
         if array.ndim not in (2, expected_ndims, expected_ndims + 1) or 0 in array.shape:
@@ -36,6 +53,28 @@ def make_flat_list_of_images_or_grayscale(images: ImageInput, expected_ndims: in
     return make_flat_list_of_images(images, expected_ndims=expected_ndims)
 
 
+# A shortest-edge resize caps the longest edge at this many times the shortest edge unless `size["longest_edge"]`
+# says otherwise, so that no aspect ratio can blow an image up (a 65536x1 strip would become 16777216x256).
+MAX_ASPECT_RATIO = 16
+
+
+def capped_resize_size(height: int, width: int, size: SizeDict) -> SizeDict:
+    """The output size of a shortest-edge resize with a longest-edge cap: the shortest edge becomes
+    `size["shortest_edge"]` = s, unless the longest would then exceed l = `size.get("longest_edge", 16 * s)`; then
+    the longest becomes l and the shortest keeps the aspect ratio (at least 1 pixel). A size without
+    `shortest_edge`, or a cap that does not bind, is returned for the backend's own resize."""
+    if not size.shortest_edge:
+        return size
+    longest_edge = size.longest_edge or MAX_ASPECT_RATIO * size.shortest_edge
+    short, long = sorted((height, width))
+    if long * size.shortest_edge <= longest_edge * short:
+        return SizeDict(shortest_edge=size.shortest_edge)
+    capped_short = max(1, int(short * longest_edge / long))
+    if height <= width:
+        return SizeDict(height=capped_short, width=longest_edge)
+    return SizeDict(height=longest_edge, width=capped_short)
+
+
 class VisionBigBirdImageProcessor(TorchvisionBackend):
     r"""
     Torchvision-backend image processor of Vision Big Bird. By default it applies the ImageNet evaluation recipe that
@@ -44,7 +83,10 @@ class VisionBigBirdImageProcessor(TorchvisionBackend):
     1. `do_convert_rgb`: grayscale (`L`, `LA`, `1`, `I`, `F`), palette (`P`), `RGBA`, `CMYK` PIL images and `(H, W)`,
        1-channel or 4-channel arrays/tensors become 3-channel RGB; transparency is composited onto white.
     2. `do_resize`: resize the shortest edge to `size["shortest_edge"]=256` with bicubic resampling, keeping the
-       aspect ratio (so any input size works, from a 1-pixel sliver to a multi-megapixel photo).
+       aspect ratio, unless the longest edge would then exceed `size["longest_edge"]` (default: 16 times the
+       shortest edge, 4096): then the longest edge becomes that cap (and the shortest less than 256, at least 1
+       pixel). The cap bounds time and memory for any image, whatever its aspect ratio: a 65536x1 strip becomes
+       4096x1, not 16777216x256. Only images more than 16 times longer than wide are affected.
     3. `do_center_crop`: center crop to `crop_size` = 224x224 (zero-padded first if the image is smaller).
     4. `do_rescale`: multiply by `rescale_factor=1/255`.
     5. `do_normalize`: subtract `image_mean` and divide by `image_std` (ImageNet: mean (0.485, 0.456, 0.406), std
@@ -53,7 +95,7 @@ class VisionBigBirdImageProcessor(TorchvisionBackend):
     Every step can be switched off or changed in the constructor or per call, e.g.
     `processor(images, do_center_crop=False, size={"height": 224, "width": 224})` squashes the whole image to 224x224
     as Swin's Hub checkpoints do. Arrays whose height is 1, 3 or 4 pixels have an ambiguous channel axis: pass
-    `input_data_format="channels_last"` (or `"channels_first"`) for them.
+    `input_data_format="channels_last"` (or `"channels_first"`) for them. An image with no pixels is a `ValueError`.
     """
 
     resample = PILImageResampling.BICUBIC
@@ -71,6 +113,10 @@ class VisionBigBirdImageProcessor(TorchvisionBackend):
     def _prepare_images_structure(self, images: ImageInput, expected_ndims: int = 3) -> list:
         """Flatten the input to a list of images, letting `(H, W)` grayscale arrays and tensors through."""
         return make_flat_list_of_images_or_grayscale(self.fetch_images(images), expected_ndims=expected_ndims)
+
+    def resize(self, image, size: SizeDict, *args, **kwargs):
+        """Resize (B, C, H, W) images, with the longest-edge cap of `capped_resize_size`."""
+        return super().resize(image, capped_resize_size(*image.shape[-2:], size), *args, **kwargs)
 
 
 __all__ = ["VisionBigBirdImageProcessor"]

@@ -1,3 +1,16 @@
+# Copyright 2026 The vision-bigbird-hf authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """PyTorch Vision Big Bird (Zhang & Gong, "Vision Big Bird: Random Sparsification for Full Attention", arXiv 2311.05988).
 
 A four-stage hierarchical vision transformer. Every block splits its heads into three groups that see the same
@@ -15,6 +28,11 @@ Classes, in file order: VisionBigBirdEmbeddings, VisionBigBirdDownsample, Vision
 VisionBigBirdRSWinHeads, VisionBigBirdGlobalHeads, VisionBigBirdMixedAttention, VisionBigBirdMLP, VisionBigBirdLayer,
 VisionBigBirdStage, VisionBigBirdPreTrainedModel, VisionBigBirdEncoder, VisionBigBirdModel,
 VisionBigBirdForImageClassification, VisionBigBirdBackbone.
+
+Memory format is the caller's choice, as in timm and torchvision: weights are stored contiguous, and
+`model.to(memory_format=torch.channels_last)` stores the convolution weights channels-last, which suits the
+channels-last feature maps the blocks pass to their convolutions (views of the (B, N, C) tokens) and saves oneDNN a
+weight reorder per call on CPU. Outputs are the same either way.
 
 Shape legend: B batch, H/W height/width of a stage's token grid, N = H*W tokens, C channels, h heads, d head dim,
 nW windows, w tokens per window, P pooled tokens.
@@ -55,7 +73,7 @@ class VisionBigBirdEncoderOutput(ModelOutput):
         The stem output, then each stage's output, each `(batch_size, num_tokens_of_stage, channels_of_stage)`.
     attentions (`tuple(torch.FloatTensor)`, *optional*):
         Global heads' weights, one per block with global heads: `(batch_size, global_heads, num_tokens,
-        pooled_tokens)`, the weight each token gives to each average-pooled key (pooled grid in raster order).
+        global_pool_size**2)`, the weight each token gives to each average-pooled key (pooled grid in raster order).
     rswin_attentions (`tuple(torch.FloatTensor)`, *optional*):
         RS-Win heads' weights, one per block with RS-Win heads: `(batch_size, rswin_heads, num_tokens,
         window_tokens)`, the weight each token gives to each member of its window (in window order; windows one
@@ -80,8 +98,9 @@ class VisionBigBirdModelOutput(ModelOutput):
         `(batch_size, num_tokens_of_stage, channels_of_stage)`.
     attentions (`tuple(torch.FloatTensor)`, *optional*, returned with `output_attentions=True`):
         Global heads' weights, one tensor per block with global heads: `(batch_size, global_heads, num_tokens,
-        pooled_tokens)`; entry `[b, h, n, p]` is the weight token `n` gives to pooled cell `p` (raster order of the
-        `global_pool_size` grid, capped at the stage's grid). The only attention with global reach.
+        global_pool_size**2)`; entry `[b, h, n, p]` is the weight token `n` gives to pooled cell `p` (raster order of
+        the `global_pool_size` grid; on a stage map smaller than the grid, the cells outside the
+        min(pool, H) x min(pool, W) pooled grid have weight 0). The only attention with global reach.
     rswin_attentions (`tuple(torch.FloatTensor)`, *optional*, returned with `output_attentions=True`):
         RS-Win heads' weights, one tensor per block with RS-Win heads: `(batch_size, rswin_heads, num_tokens,
         window_tokens)`; entry `[b, h, n, j]` is the weight token `n` gives to the `j`-th member of its random
@@ -130,10 +149,10 @@ def feature_map_to_tokens(feature_map: torch.Tensor) -> torch.Tensor:
 
 def stage_spatial_shapes(height: int, width: int, num_stages: int) -> list[tuple[int, int]]:
     """Token grids of the stem and each stage for an input of `height` x `width` pixels (stride 4, then x2 each)."""
-    grid = (math.ceil(height / 4), math.ceil(width / 4))
+    grid = (-(-height // 4), -(-width // 4))
     shapes = [grid, grid]
     for _ in range(num_stages - 1):
-        grid = (math.ceil(grid[0] / 2), math.ceil(grid[1] / 2))
+        grid = (-(-grid[0] // 2), -(-grid[1] // 2))
         shapes.append(grid)
     return shapes
 
@@ -151,7 +170,10 @@ class VisionBigBirdEmbeddings(nn.Module):
         embed_dim = config.hidden_sizes[0]
         self.projection = nn.Conv2d(config.num_channels, embed_dim, kernel_size=7, stride=4, padding=3)
         self.norm = nn.LayerNorm(embed_dim, eps=config.layer_norm_eps)
+        # CODEPATH: the released presets and the Fashion-MNIST demo have no position embedding; only the paper's
+        # position-embedding ablation (use_absolute_embeddings=True) builds one.
         if config.use_absolute_embeddings:
+            # CODEPATH: image_size is an int in every released config; a (height, width) pair is for non-square use.
             image_size = config.image_size if isinstance(config.image_size, (list, tuple)) else (config.image_size,) * 2
             grid = (math.ceil(image_size[0] / 4), math.ceil(image_size[1] / 4))
             self.position_embeddings = nn.Parameter(torch.zeros(1, embed_dim, *grid))
@@ -164,7 +186,14 @@ class VisionBigBirdEmbeddings(nn.Module):
             raise ValueError(
                 f"pixel_values must have shape (batch_size, num_channels, height, width), got {tuple(pixel_values.shape)}"
             )
-        _, num_channels, height, width = pixel_values.shape
+        batch_size, num_channels, height, width = pixel_values.shape
+        if batch_size == 0:
+            raise ValueError("pixel_values holds no images (batch size 0); pass at least one image")
+        if not pixel_values.is_floating_point():
+            raise ValueError(
+                f"pixel_values has dtype {pixel_values.dtype}; the model takes normalized floating-point pixels: "
+                "prepare images with the image processor (VisionBigBirdImageProcessor / AutoImageProcessor)"
+            )
         if num_channels != self.num_channels:
             raise ValueError(
                 f"pixel_values has {num_channels} channels but the configuration expects num_channels="
@@ -273,17 +302,63 @@ def grid_window_order(height: int, width: int, window_size: int, device: torch.d
     """Raster order of square window_size x window_size tiles (N,): the non-random ablation of RS-Win."""
     rows = torch.arange(height, device=device).unsqueeze(1)                                 # (H, 1)
     cols = torch.arange(width, device=device).unsqueeze(0)                                  # (1, W)
-    tiles_per_row = math.ceil(width / window_size)
+    tiles_per_row = -(-width // window_size)
     tile = (rows // window_size) * tiles_per_row + cols // window_size                      # (H, W)
     within = (rows % window_size) * window_size + cols % window_size                        # (H, W)
     return torch.argsort((tile * window_size**2 + within).flatten(), stable=True)           # (N,)
 
 
-def window_split(num_tokens: int, max_window_tokens: int) -> tuple[int, int, int]:
-    """(nW, base, r): N tokens make nW = ceil(N / max_window_tokens) windows, the first r of base + 1 tokens and
-    the other nW - r of base tokens. Integer ops only, so it also works on symbolic sizes."""
-    num_windows = -(-num_tokens // max_window_tokens)                  # ceil
-    return num_windows, num_tokens // num_windows, num_tokens % num_windows
+def window_layout(num_tokens: int, max_window_tokens: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """How N tokens in window order fill nW = ceil(N / max_window_tokens) windows: the first r windows hold base + 1
+    tokens, the other nW - r hold base (lengths differ by at most one), and each is padded to the longest, L. One
+    extra window, whose output is dropped, keeps the window axis longer than one for every input: a trace
+    (torch.export, torch.compile with dynamic sizes) would otherwise specialise on "one window", which the 7x7 last
+    stage of a 224x224 input has. The padding and the crop back sit here together:
+    position (nW + 1, L): the window-order position each slot reads (a padding slot reads a neighbour);
+    valid (nW + 1, L): False on padding slots (all True in the extra window, so no softmax row is fully masked);
+    slot (N,): the flat slot i * L + j that holds window-order position p, so gathering `slot` drops the padding.
+    Integer tensor ops only, so one graph serves every (symbolic) N; divisors are 0-d tensors because the ONNX
+    conversion has no remainder by a symbolic integer."""
+    num_windows = -(-num_tokens // max_window_tokens)                                         # nW = ceil
+    base, num_long = num_tokens // num_windows, num_tokens % num_windows                     # r windows of base + 1
+    longest = -(-num_tokens // num_windows)                                                  # L
+    window = torch.arange(num_windows + 1, device=device).unsqueeze(1)                       # (nW+1, 1), last: extra
+    column = torch.arange(longest, device=device).unsqueeze(0)                               # (1, L)
+    start = window * base + torch.clamp(window, max=num_long)                                # (nW+1, 1)
+    valid = (column < base + (window < num_long).long()) | (window == num_windows)           # (nW+1, L)
+    position = torch.clamp(start + column, max=num_tokens - 1)                               # (nW+1, L)
+    long_length = torch.scalar_tensor(base + 1, dtype=torch.long, device=device)
+    short_length = torch.scalar_tensor(base, dtype=torch.long, device=device)
+    positions = torch.arange(num_tokens, device=device)                                      # (N,)
+    is_long = positions < num_long * (base + 1)                                              # (N,)
+    rest = torch.clamp(positions - num_long * (base + 1), min=0)                             # (N,) offset past long ones
+    window_of_position = torch.where(
+        is_long,
+        torch.div(positions, long_length, rounding_mode="floor"),
+        num_long + torch.div(rest, short_length, rounding_mode="floor"),
+    )                                                                                        # (N,)
+    column_of_position = torch.where(
+        is_long, torch.remainder(positions, long_length), torch.remainder(rest, short_length)
+    )                                                                                        # (N,)
+    return position, valid, window_of_position * longest + column_of_position
+
+
+def tokens_to_windows(tokens: torch.Tensor, order: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+    """(B, N, ...) tokens, a window order (N,) and the slot positions (nW', L) of `window_layout` (nW' = nW + 1)
+    -> (B*nW', L, ...):
+    slot (i, j) of each image holds tokens[:, order[position[i, j]]]. `index_select` rather than advanced indexing:
+    its backward is a plain index_add instead of an accumulating index_put."""
+    batch_size, _, *rest = tokens.shape
+    num_windows, longest = position.shape
+    gathered = tokens.index_select(1, order[position.flatten()])                             # (B, nW'*L, ...)
+    return gathered.reshape(batch_size * num_windows, longest, *rest)                        # (B*nW', L, ...)
+
+
+def windows_to_tokens(windows: torch.Tensor, slot: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """(B*nW', L, ...) windows and the slot of each window-order position (N,) of `window_layout` -> (B, N, ...)
+    in window order, padding and the extra window dropped (undo the window order with its inverse)."""
+    flat = windows.reshape(batch_size, -1, *windows.shape[2:])                               # (B, nW'*L, ...)
+    return flat.index_select(1, slot)                                                        # (B, N, ...)
 
 
 def additive_key_mask(valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -291,134 +366,64 @@ def additive_key_mask(valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.zeros(valid.shape, dtype=dtype, device=valid.device).masked_fill(~valid, torch.finfo(dtype).min)
 
 
-def window_sizes(num_tokens: int, max_window_tokens: int) -> list[tuple[int, int]]:
-    """Split N tokens into ceil(N / max_window_tokens) windows whose sizes differ by at most one token, so no
-    padding (and no attention mask) is needed: [(num_windows, tokens_per_window), ...], at most two entries."""
-    num_windows, base, num_long = window_split(num_tokens, max_window_tokens)
-    sizes = [(num_long, base + 1), (num_windows - num_long, base)]
-    return [(count, length) for count, length in sizes if count > 0]
-
-
-def tokens_to_windows(tokens: torch.Tensor, order: torch.Tensor, sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
-    """(B, N, ...) tokens and a window order (N,) -> one (B*nW, w, ...) tensor per window size in `sizes`: window k
-    of a size holds tokens[:, order[start_k : start_k + w]]. Each size is gathered on its own, so every result is a
-    fresh contiguous tensor and the reshape is a view whatever the batch size (no shape guard on B == 1).
-    `index_select` rather than advanced indexing: its backward is a plain index_add instead of an accumulating
-    index_put (a 2% faster training step, docs/benchmarks.md)."""
-    batch_size, _, *rest = tokens.shape
-    group_orders = order.split([count * length for count, length in sizes])                 # (nW*w,) each
-    return [
-        tokens.index_select(1, group_order).reshape(batch_size * count, length, *rest)
-        for group_order, (count, length) in zip(group_orders, sizes)
-    ]
-
-
-def windows_to_tokens(windows: list[torch.Tensor], sizes: list[tuple[int, int]], batch_size: int) -> torch.Tensor:
-    """One (B*nW, w, ...) tensor per window size in `sizes` -> (B, N, ...) in window order (undo with the inverse
-    order)."""
-    tokens = [
-        group.reshape(batch_size, count * length, *group.shape[2:]) for group, (count, length) in zip(windows, sizes)
-    ]
-    return tokens[0] if len(tokens) == 1 else torch.cat(tokens, dim=1)
-
-
 class VisionBigBirdRSWinHeads(nn.Module):
-    """Paper Sec. 3: Random-Sampling Windows. Tokens are permuted uniformly at random and cut into windows of
+    """Paper Sec. 3: Random-Sampling Windows. Tokens are permuted uniformly at random and cut into windows of at most
     `rswin_window_size**2` tokens; softmax attention runs inside each window, and outputs are scattered back.
     Training draws a new permutation at every forward pass; eval uses a fixed one per layer and token grid
-    (from `config.rswin_seed`), so the same image always gets the same output, whatever else is in its batch."""
+    (from `config.rswin_seed`), so the same image always gets the same output, whatever else is in its batch.
+    Windows whose token count is one short of the longest get a masked padding key, so every input size (eager,
+    sdpa, torch.compile, torch.export with dynamic sizes, ONNX) runs the same one attention call."""
 
-    def __init__(self, config: VisionBigBirdConfig, num_heads: int, head_dim: int, layer_index: int):
+    def __init__(self, config: VisionBigBirdConfig, stage_index: int, layer_index: int):
         super().__init__()
         self.config = config
-        self.num_heads = num_heads
-        self.head_dim = head_dim
+        self.num_heads = config.rswin_heads[stage_index]
+        self.head_dim = config.hidden_sizes[stage_index] // config.num_heads[stage_index]
         self.window_tokens = config.rswin_window_size**2
         self.seed = config.rswin_seed + layer_index
-        self.scaling = head_dim**-0.5
+        self.scaling = self.head_dim**-0.5
         self.is_causal = False
 
     def window_order(self, height: int, width: int, device: torch.device) -> torch.Tensor:
         """The permutation (N,) that gathers tokens into consecutive windows."""
+        # CODEPATH: every released checkpoint samples random windows ("random"); "grid" is the paper's non-random
+        # ablation, and rswin_sample_in_eval=True an option for test-time sampling that no checkpoint sets.
         if self.config.rswin_sampling == "grid":
             return grid_window_order(height, width, self.config.rswin_window_size, device)
+        # CODEPATH: every checkpoint draws in training and uses the seeded order in eval (rswin_sample_in_eval=False).
         if self.training or self.config.rswin_sample_in_eval:
             return sample_window_order(height * width, device)
         return seeded_window_order(height, width, self.seed, device)
 
-    def padded_window_attention(self, qkv: torch.Tensor, order: torch.Tensor, inverse_order: torch.Tensor):
-        """The same windows as `forward`, in a branch-free form for tracing with dynamic height and width (N
-        symbolic, as in torch.export with dynamic shapes): all nW windows are padded to the longest length L and the
-        padding keys are masked, so there is one attention call whatever N is. One extra, fully masked window
-        (dropped afterwards) keeps the window axis longer than 1 for every input, so the trace does not specialise on
-        "one window" (which the 7x7 last stage of a 224x224 input has). qkv: (B, N, 3*h*d) -> (B, N, h*d), None."""
-        num_tokens, device = qkv.shape[1], qkv.device
-        num_windows, base, num_long = window_split(num_tokens, self.window_tokens)          # r windows of base+1
-        longest = -(-num_tokens // num_windows)                                              # L = ceil(N / nW)
-        window = torch.arange(num_windows + 1, device=device).unsqueeze(1)                   # (nW+1, 1), last: extra
-        slot = torch.arange(longest, device=device).unsqueeze(0)                             # (1, L)
-        start = window * base + torch.clamp(window, max=num_long)                            # (nW+1, 1)
-        valid = (slot < base + (window < num_long).long()) & (window < num_windows)          # (nW+1, L)
-        position = torch.clamp(start + slot, max=num_tokens - 1)                             # (nW+1, L) window order
-        windows = qkv[:, order[position]].unflatten(-1, (3, self.num_heads, self.head_dim))  # (B, nW+1, L, 3, h, d)
-        query, key, value = windows.permute(3, 0, 1, 4, 2, 5).unbind(0)                     # (B, nW+1, h, L, d)
-        mask = additive_key_mask(valid, qkv.dtype)                                           # (nW+1, L)
-        # attention written out: ONNX's attention op takes 4-D inputs only, and these are 5-D
-        scores = torch.matmul(query, key.transpose(-1, -2)) * self.scaling + mask[:, None, None, :]  # (B, nW+1, h, L, L)
-        probs = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
-        window_output = torch.matmul(probs, value)                                          # (B, nW+1, h, L, d)
-        window_output = window_output.transpose(2, 3).flatten(3)                             # (B, nW+1, L, h*d)
-        # token t sits at window-order position p = inverse_order[t]: window i, slot j. Divisors as 0-d tensors:
-        # the ONNX conversion has no remainder by a symbolic integer.
-        long_length = torch.scalar_tensor(base + 1, dtype=torch.long, device=device)
-        short_length = torch.scalar_tensor(base, dtype=torch.long, device=device)
-        long_tokens = num_long * (base + 1)
-        rest = torch.clamp(inverse_order - long_tokens, min=0)                               # (N,)
-        is_long = inverse_order < long_tokens                                                # (N,)
-        window_of_token = torch.where(
-            is_long, torch.div(inverse_order, long_length, rounding_mode="floor"),
-            num_long + torch.div(rest, short_length, rounding_mode="floor"),
-        )                                                                                    # (N,)
-        slot_of_token = torch.where(
-            is_long, torch.remainder(inverse_order, long_length), torch.remainder(rest, short_length)
-        )                                                                                    # (N,)
-        return window_output[:, window_of_token, slot_of_token], None                       # (B, N, h*d)
-
     def forward(self, qkv: torch.Tensor, height: int, width: int, **kwargs: Unpack[TransformersKwargs]):
-        """qkv: (B, N, 3*h*d) -> output (B, N, h*d), weights (B, h, N, w) or None (sdpa)."""
+        """qkv: (B, N, 3*h*d) -> output (B, N, h*d), weights (B, h, N, L) or None (sdpa)."""
         batch_size, num_tokens, _ = qkv.shape
         order = self.window_order(height, width, qkv.device)                                 # (N,)
         inverse_order = torch.empty_like(order).scatter_(0, order, torch.arange(num_tokens, device=qkv.device))
-        if isinstance(num_tokens, torch.SymInt):  # torch.export with dynamic sizes (dynamo shows ints: specialises)
-            return self.padded_window_attention(qkv, order, inverse_order)
-        sizes = window_sizes(num_tokens, self.window_tokens)
-        head_qkv = qkv.unflatten(-1, (3, self.num_heads, self.head_dim))                   # (B, N, 3, h, d)
+        position, valid, slot = window_layout(num_tokens, self.window_tokens, qkv.device)   # (nW', L) x 2, (N,)
+        windows = tokens_to_windows(qkv, order, position)                                   # (B*nW', L, 3*h*d)
+        windows = windows.unflatten(-1, (3, self.num_heads, self.head_dim))                 # (B*nW', L, 3, h, d)
+        query, key, value = windows.permute(2, 0, 3, 1, 4).unbind(0)                        # (B*nW', h, L, d) each
+        key_mask = additive_key_mask(valid, qkv.dtype).repeat(batch_size, 1)[:, None, None, :]  # (B*nW', 1, 1, L)
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
         )
-        outputs, weights = [], []
-        for windows in tokens_to_windows(head_qkv, order, sizes):                           # at most 2 window sizes
-            query, key, value = windows.permute(2, 0, 3, 1, 4).unbind(0)                    # (B*nW, h, w, d) each
-            window_output, window_weights = attention_interface(
-                self,
-                query,
-                key,
-                value,
-                None,
-                dropout=self.config.attention_probs_dropout_prob if self.training else 0.0,
-                scaling=self.scaling,
-                **kwargs,
-            )                                                                                # (B*nW, w, h, d)
-            outputs.append(window_output.flatten(2))                                         # (B*nW, w, h*d)
-            weights.append(window_weights)
-        shuffled_output = windows_to_tokens(outputs, sizes, batch_size)                      # (B, N, h*d)
+        window_output, window_weights = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            key_mask,
+            dropout=self.config.attention_probs_dropout_prob if self.training else 0.0,
+            scaling=self.scaling,
+            **kwargs,
+        )                                                                                    # (B*nW', L, h, d)
+        shuffled_output = windows_to_tokens(window_output.flatten(2), slot, batch_size)     # (B, N, h*d) window order
         hidden_states = shuffled_output.index_select(1, inverse_order)                      # (B, N, h*d)
-        if weights[0] is None:
+        if window_weights is None:
             return hidden_states, None
-        longest = sizes[0][1]
-        padded = [nn.functional.pad(w, (0, longest - w.shape[-1])).transpose(1, 2) for w in weights]  # (B*nW, w, h, w_max)
-        token_weights = windows_to_tokens(padded, sizes, batch_size)[:, inverse_order]      # (B, N, h, w_max)
-        return hidden_states, token_weights.transpose(1, 2)                                  # (B, h, N, w_max)
+        token_weights = windows_to_tokens(window_weights.transpose(1, 2), slot, batch_size)  # (B, N, h, L)
+        return hidden_states, token_weights[:, inverse_order].transpose(1, 2)               # (B, h, N, L)
 
 
 # ---- Head group 3: average-pooled global heads -----------------------------
@@ -443,10 +448,10 @@ def adaptive_avg_pool_tokens(
     hidden_states: torch.Tensor, height: int, width: int, pool_size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`adaptive_avg_pool2d` of the token map to min(pool_size, H) x min(pool_size, W), as two matmuls on a fixed
-    pool_size x pool_size grid whose unused cells are flagged: (B, N, C) on an H x W grid -> pooled (B, pool**2, C)
-    and valid (pool**2,) bool. Used when the sizes are symbolic (dynamic-shape tracing): the ONNX conversion of
-    adaptive pooling bakes in the traced input size, and a pooled grid whose size depends on the input would make
-    the trace guard on it."""
+    pool_size x pool_size grid whose unused cells (a map smaller than the grid) are flagged: (B, N, C) on an H x W
+    grid -> pooled (B, P, C) with P = pool_size**2, and valid (P,) bool. A grid of fixed size keeps every input size
+    in one graph (a pooled size that follows the map makes a trace guard on it), and the ONNX conversion of adaptive
+    pooling would bake in the traced input size."""
     rows = adaptive_pool_matrix(height, pool_size, hidden_states.device, hidden_states.dtype)  # (pool, H)
     cols = adaptive_pool_matrix(width, pool_size, hidden_states.device, hidden_states.dtype)   # (pool, W)
     grid = hidden_states.unflatten(1, (height, width))                                       # (B, H, W, C)
@@ -457,34 +462,28 @@ def adaptive_avg_pool_tokens(
 
 class VisionBigBirdGlobalHeads(nn.Module):
     """Paper Sec. 3: global heads. Every query attends to keys/values computed from the block input average-pooled
-    to a fixed `global_pool_size` grid (P tokens), so each token has global reach at O(N * P) cost."""
+    to a fixed `global_pool_size` grid (P tokens), so each token has global reach at O(N * P) cost. On a map smaller
+    than the grid the pooled grid is min(pool, H) x min(pool, W) and the unused cells are masked keys (weight 0)."""
 
-    def __init__(self, config: VisionBigBirdConfig, channels: int, num_heads: int, head_dim: int, pool_size: int):
+    def __init__(self, config: VisionBigBirdConfig, stage_index: int):
         super().__init__()
         self.config = config
-        self.num_heads = num_heads
-        self.head_dim = head_dim
-        self.pool_size = pool_size
-        self.scaling = head_dim**-0.5
+        channels = config.hidden_sizes[stage_index]
+        self.num_heads = config.global_heads[stage_index]
+        self.head_dim = channels // config.num_heads[stage_index]
+        self.pool_size = config.global_pool_size[stage_index]
+        self.scaling = self.head_dim**-0.5
         self.is_causal = False
         self.pool_norm = nn.LayerNorm(channels, eps=config.layer_norm_eps)
-        self.kv = nn.Linear(channels, 2 * num_heads * head_dim, bias=config.qkv_bias)
+        self.kv = nn.Linear(channels, 2 * self.num_heads * self.head_dim, bias=config.qkv_bias)
 
     def forward(
         self, query: torch.Tensor, hidden_states: torch.Tensor, height: int, width: int, **kwargs: Unpack[TransformersKwargs]
     ):
         """query: (B, N, h*d), hidden_states: (B, N, C) -> output (B, N, h*d), weights (B, h, N, P) or None."""
         batch_size, num_tokens, _ = query.shape
-        key_mask = None
-        if isinstance(height * width, torch.SymInt):  # traced with dynamic sizes: one graph for every input size
-            pooled_tokens, valid = adaptive_avg_pool_tokens(hidden_states, height, width, self.pool_size)
-            key_mask = additive_key_mask(valid, query.dtype)[None, None, None, :]              # (1, 1, 1, P)
-        else:
-            pooled_map = nn.functional.adaptive_avg_pool2d(
-                tokens_to_feature_map(hidden_states, height, width),
-                (min(self.pool_size, height), min(self.pool_size, width)),
-            )                                                                                # (B, C, p, p)
-            pooled_tokens = feature_map_to_tokens(pooled_map)                                # (B, P, C)
+        pooled_tokens, valid = adaptive_avg_pool_tokens(hidden_states, height, width, self.pool_size)  # (B, P, C), (P,)
+        key_mask = additive_key_mask(valid, query.dtype)[None, None, None, :]                 # (1, 1, 1, P)
         pooled_tokens = self.pool_norm(pooled_tokens)                                        # (B, P, C)
         pooled_key, pooled_value = (
             self.kv(pooled_tokens).unflatten(-1, (2, self.num_heads, self.head_dim)).permute(2, 0, 3, 1, 4).unbind(0)
@@ -524,18 +523,8 @@ class VisionBigBirdMixedAttention(nn.Module):
         self.split_sizes = [conv_channels, 3 * rswin_channels, global_channels]
         self.qkv = nn.Linear(channels, sum(self.split_sizes), bias=config.qkv_bias)
         self.conv_heads = VisionBigBirdConvHeads(config, conv_channels) if conv_channels else None
-        self.rswin_heads = (
-            VisionBigBirdRSWinHeads(config, config.rswin_heads[stage_index], head_dim, layer_index)
-            if rswin_channels
-            else None
-        )
-        self.global_heads = (
-            VisionBigBirdGlobalHeads(
-                config, channels, config.global_heads[stage_index], head_dim, config.global_pool_size[stage_index]
-            )
-            if global_channels
-            else None
-        )
+        self.rswin_heads = VisionBigBirdRSWinHeads(config, stage_index, layer_index) if rswin_channels else None
+        self.global_heads = VisionBigBirdGlobalHeads(config, stage_index) if global_channels else None
         self.proj = nn.Linear(channels, channels)
         self.proj_dropout = nn.Dropout(config.hidden_dropout_prob)
 
@@ -644,28 +633,9 @@ class VisionBigBirdPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["VisionBigBirdLayer"]
     _supports_sdpa = True
 
-    def post_init(self):
-        super().post_init()
-        self.use_channels_last_convolution_weights()
-
-    @classmethod
-    def from_pretrained(cls, *args, **kwargs):
-        loaded = super().from_pretrained(*args, **kwargs)                # the model, or (model, info) with
-        model = loaded[0] if isinstance(loaded, tuple) else loaded         # output_loading_info=True
-        model.use_channels_last_convolution_weights()  # loading replaces the parameters with contiguous tensors
-        return loaded
-
-    def use_channels_last_convolution_weights(self) -> None:
-        """Store every convolution weight channels-last. The convolutions here always receive channels-last maps
-        (views of the tokens), and oneDNN would otherwise reorder a contiguous NCHW weight at every call: for the
-        tiny preset's stage-4 downsampling a 10.6 MB copy per forward (docs/benchmarks.md). Same values; saved
-        checkpoints are contiguous as usual."""
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d) and not module.weight.is_meta:
-                module.weight.data = module.weight.data.contiguous(memory_format=torch.channels_last)
-
     def _init_weights(self, module: nn.Module) -> None:
         """Truncated-normal linears, fan-out normal convolutions (as PVTv2), unit layer norms."""
+        super()._init_weights(module)
         if isinstance(module, nn.Linear):
             init.trunc_normal_(module.weight, mean=0.0, std=self.config.initializer_range)
             if module.bias is not None:

@@ -1,0 +1,90 @@
+"""VisionBigBirdConfig: per-stage defaults follow the number of stages, and every value is validated however it
+arrives (constructor, `from_pretrained` keyword arguments, config.json). transformers' ConfigTester runs in
+test_modeling_vision_bigbird.py."""
+
+import json
+
+import pytest
+from conftest import tiny_config_kwargs
+from huggingface_hub.errors import StrictDataclassError
+from transformers.activations import ACT2FN
+
+from vision_bigbird_hf import VisionBigBirdConfig, VisionBigBirdForImageClassification
+
+
+BAD_VALUES = [
+    ({"drop_path_rate": 2.0}, "(?s)drop_path_rate.*must be in \\[0, 1\\)"),
+    ({"attention_probs_dropout_prob": -0.1}, "(?s)attention_probs_dropout_prob"),
+    ({"global_pool_size": [0, 0, 0, 0]}, "(?s)global_pool_size.*positive"),
+    ({"hidden_act": "swishy"}, "(?s)hidden_act.*'swishy'.*ACT2FN.*'gelu'"),
+    ({"conv_kernel_size": 4}, "(?s)conv_kernel_size.*odd"),
+    ({"rswin_window_size": 0}, "(?s)rswin_window_size.*positive"),
+    ({"rswin_sampling": "shuffled"}, "rswin_sampling"),
+]
+
+
+def test_per_stage_defaults_follow_the_number_of_stages():
+    config = VisionBigBirdConfig(hidden_sizes=[32, 64, 128], depths=[1, 1, 2], num_heads=[2, 4, 8])
+    assert config.global_pool_size == [7, 7, 7]
+    assert len(config.conv_heads) == len(config.rswin_heads) == len(config.global_heads) == 3
+    assert config.stage_names == ["stem", "stage1", "stage2", "stage3"]
+    assert VisionBigBirdConfig().global_pool_size == [7, 7, 7, 7]
+
+
+@pytest.mark.parametrize("overrides, message", BAD_VALUES)
+def test_constructor_rejects_bad_values(overrides, message):
+    with pytest.raises(StrictDataclassError, match=message):
+        VisionBigBirdConfig(**tiny_config_kwargs(**overrides))
+
+
+@pytest.mark.parametrize("overrides, message", BAD_VALUES)
+def test_from_pretrained_keyword_arguments_are_validated(tmp_path, overrides, message):
+    VisionBigBirdConfig(**tiny_config_kwargs()).save_pretrained(tmp_path)
+    with pytest.raises(StrictDataclassError, match=message):
+        VisionBigBirdConfig.from_pretrained(tmp_path, **overrides)
+    with pytest.raises(StrictDataclassError, match=message):
+        VisionBigBirdForImageClassification.from_pretrained(tmp_path, **overrides)
+
+
+@pytest.mark.parametrize("overrides, message", BAD_VALUES[:3])
+def test_config_json_values_are_validated(tmp_path, overrides, message):
+    VisionBigBirdConfig(**tiny_config_kwargs()).save_pretrained(tmp_path)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **overrides}))
+    with pytest.raises(StrictDataclassError, match=message):
+        VisionBigBirdConfig.from_pretrained(tmp_path)
+
+
+def test_from_pretrained_keyword_arguments_meet_the_checks_across_fields(tmp_path):
+    VisionBigBirdConfig(**tiny_config_kwargs()).save_pretrained(tmp_path)
+    # a saved config names its backbone outputs (up to stage4), which a 3-stage model does not have
+    with pytest.raises(ValueError, match=r"stage_names: \['stem', 'stage1', 'stage2', 'stage3'\] got \['stage4'\]"):
+        VisionBigBirdConfig.from_pretrained(tmp_path, depths=[1, 1, 1])
+    with pytest.raises(StrictDataclassError, match="stage2: head groups .* not num_heads=5"):
+        VisionBigBirdForImageClassification.from_pretrained(tmp_path, num_heads=[3, 5, 3, 3])
+    config, unused = VisionBigBirdConfig.from_pretrained(tmp_path, depths=[2, 1, 1, 1], foo=1, return_unused_kwargs=True)
+    assert config.depths == [2, 1, 1, 1] and unused == {"foo": 1}
+
+
+def test_stage_lists_must_agree():
+    with pytest.raises(StrictDataclassError, match="global_pool_size has 4 entries but hidden_sizes has 3"):
+        VisionBigBirdConfig(hidden_sizes=[32, 64, 128], depths=[1, 1, 2], num_heads=[2, 4, 8], global_pool_size=[7] * 4)
+    with pytest.raises(StrictDataclassError, match="stage2: hidden_sizes=48 is not divisible by num_heads=5"):
+        VisionBigBirdConfig(**tiny_config_kwargs(num_heads=[3, 5, 3, 3]))
+
+
+def test_validators_run_once(monkeypatch):
+    calls = []
+    original = VisionBigBirdConfig.validate_head_groups
+    monkeypatch.setattr(VisionBigBirdConfig, "validate_head_groups", lambda self: calls.append(1) or original(self))
+    monkeypatch.setattr(VisionBigBirdConfig, "__class_validators__", [
+        VisionBigBirdConfig.validate_stage_lists, VisionBigBirdConfig.validate_head_groups,
+    ])
+    VisionBigBirdConfig()
+    assert calls == [1]
+
+
+def test_every_act2fn_name_is_accepted():
+    for name in ("gelu", "relu", "silu"):
+        assert name in ACT2FN
+        assert VisionBigBirdConfig(hidden_act=name).hidden_act == name
