@@ -23,11 +23,10 @@ import torch
 from conftest import tiny_config_kwargs
 from PIL import Image
 from test_backbone import docs_python_block
+from huggingface_hub import ModelCard
 from transformers import AutoImageProcessor, AutoModel, AutoModelForImageClassification, pipeline
 from transformers.dynamic_module_utils import get_imports
 
-import export_for_hub
-import make_model_cards
 import vision_bigbird_hf
 from vision_bigbird_hf import (
     VisionBigBirdBackbone,
@@ -41,6 +40,8 @@ from vision_bigbird_hf.configuration_vision_bigbird import REMOTE_CODE_AUTO_MAP
 
 
 PACKAGE_DIR = Path(vision_bigbird_hf.__file__).parent
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FASHION_MNIST_CARD = REPO_ROOT / "model_cards" / "vision-bigbird-fashion-mnist" / "README.md"
 CODE_FILES = [
     "configuration_vision_bigbird.py",
     "modeling_vision_bigbird.py",
@@ -183,42 +184,47 @@ def saved(workdir) -> dict[str, Path]:
     return folders
 
 
+def export_for_hub(*args: str) -> subprocess.CompletedProcess:
+    """scripts/export_for_hub.py through its command line."""
+    command = [sys.executable, str(REPO_ROOT / "scripts" / "export_for_hub.py"), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+
+def exported_folder(run_dir: Path, output_dir: Path, *args: str) -> Path:
+    result = export_for_hub("--run_dir", str(run_dir), "--output_dir", str(output_dir), *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return output_dir
+
+
 @pytest.fixture(scope="module")
 def exported_classifier(saved, workdir) -> Path:
     """The saved classifier folder through scripts/export_for_hub.py (a generated card)."""
-    return export_for_hub.export(
-        export_for_hub.ExportArguments(run_dir=str(saved["classifier"]), output_dir=str(workdir / "hub-classifier"))
-    )
+    return exported_folder(saved["classifier"], workdir / "hub-classifier")
 
 
 @pytest.fixture(scope="module")
 def training_run(workdir) -> Path:
-    """A real (two-step) run of scripts/train_image_classification.py with the demo model's config on Fashion-MNIST."""
+    """A real (two-step) run of scripts/train_image_classification.py, through its command line, on Fashion-MNIST."""
     if not has_fashion_mnist:
         pytest.skip(f"Fashion-MNIST not in {DEFAULT_FASHION_MNIST_DIR}: `sudo apt-get install dataset-fashion-mnist`")
-    import demo
-    import train_image_classification
-
     run_dir = workdir / "run"
-    train_image_classification.main([
-        "--model_preset", "tiny", "--config_overrides", demo.DEMO_CONFIG, "--image_size", "32",
+    overrides = {key: value for key, value in tiny_config_kwargs().items() if key != "num_labels"}
+    command = [
+        sys.executable, str(REPO_ROOT / "scripts" / "train_image_classification.py"),
+        "--model_preset", "tiny", "--config_overrides", json.dumps(overrides), "--image_size", "32",
         "--output_dir", str(run_dir), "--do_train", "--do_eval", "--do_predict", "--max_steps", "2",
         "--max_train_samples", "64", "--max_eval_samples", "32", "--max_predict_samples", "32",
         "--per_device_train_batch_size", "32", "--report_to", "none", "--save_strategy", "no",
         "--disable_tqdm", "true",
-    ])
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
     return run_dir
 
 
 @pytest.fixture(scope="module")
 def exported(training_run, workdir) -> Path:
-    return export_for_hub.export(
-        export_for_hub.ExportArguments(
-            run_dir=str(training_run),
-            output_dir=str(workdir / "hub"),
-            model_card=str(make_model_cards.MODEL_CARDS / make_model_cards.FASHION_MNIST_CARD / "README.md"),
-        )
-    )
+    return exported_folder(training_run, workdir / "hub", "--model_card", str(FASHION_MNIST_CARD))
 
 
 @pytest.fixture(scope="module")
@@ -406,46 +412,23 @@ def test_export_writes_a_complete_hub_folder(exported, training_run):
     ])
     assert json.loads((exported / "config.json").read_text())["auto_map"] == REMOTE_CODE_AUTO_MAP
     assert "pil" in json.loads((exported / "preprocessor_config.json").read_text())["auto_map"]["AutoImageProcessor"]
-
-    metadata, body = make_model_cards.split_front_matter((exported / "README.md").read_text())
-    metrics = json.loads((training_run / "all_results.json").read_text())
-    (result,) = metadata["model-index"][0]["results"]
-    assert result["metrics"][0]["value"] == round(metrics["test_accuracy"], 4)
-    assert f"| {metrics['test_accuracy']:.4f} |" in make_model_cards.read_section(body, "results")
-    assert metadata["library_name"] == "transformers" and "trust_remote_code=True" in body
+    assert (exported / "README.md").read_text() == FASHION_MNIST_CARD.read_text()  # --model_card: copied as it is
 
 
 def test_export_generates_a_card_for_a_run_without_one(training_run, workdir):
-    output_dir = export_for_hub.export(
-        export_for_hub.ExportArguments(
-            run_dir=str(training_run),
-            output_dir=str(workdir / "hub-generated"),
-            dataset="zalando-datasets/fashion_mnist",
-        )
-    )
-    metadata, body = make_model_cards.split_front_matter((output_dir / "README.md").read_text())
+    output_dir = exported_folder(training_run, workdir / "hub-generated", "--dataset", "zalando-datasets/fashion_mnist")
+    card = ModelCard.load(output_dir / "README.md")
     metrics = json.loads((training_run / "all_results.json").read_text())
-    assert metadata["pipeline_tag"] == "image-classification" and metadata["license"] == "apache-2.0"
-    assert metadata["model-index"][0]["results"][0]["metrics"][0]["value"] == round(metrics["test_accuracy"], 4)
-    assert f"| test accuracy | {metrics['test_accuracy']:.4f} |" in body
-    assert "arXiv:2311.05988" in body and "T-shirt/top" in body
+    assert card.data.pipeline_tag == "image-classification" and card.data.license == "apache-2.0"
+    test_result = next(result for result in card.data.eval_results if result.dataset_split == "test")
+    assert test_result.metric_type == "accuracy" and test_result.metric_value == round(metrics["test_accuracy"], 4)
+    assert f"| test accuracy | {metrics['test_accuracy']:.4f} |" in card.text
+    assert "arXiv:2311.05988" in card.text and "T-shirt/top" in card.text and "trust_remote_code=True" in card.text
 
 
-def test_export_refuses_a_card_that_describes_another_model(saved, workdir):
-    card_dir = make_model_cards.MODEL_CARDS
-    with pytest.raises(ValueError, match="untrained preset"):
-        export_for_hub.export(export_for_hub.ExportArguments(
-            run_dir=str(saved["classifier"]), output_dir=str(workdir / "refused-1"),
-            model_card=str(card_dir / "vision-bigbird-tiny" / "README.md"),
-        ))
-    with pytest.raises(ValueError, match="differs in"):
-        export_for_hub.export(export_for_hub.ExportArguments(
-            run_dir=str(saved["classifier"]), output_dir=str(workdir / "refused-2"),
-            model_card=str(card_dir / make_model_cards.FASHION_MNIST_CARD / "README.md"),
-        ))
-
-
-def test_export_refuses_a_non_empty_output_folder(saved):
-    with pytest.raises(ValueError, match="not empty"):
-        export_for_hub.export(export_for_hub.ExportArguments(run_dir=str(saved["classifier"]),
-                                                             output_dir=str(saved["base"])))
+def test_export_refuses_a_non_empty_output_folder_and_a_missing_card(saved, workdir):
+    result = export_for_hub("--run_dir", str(saved["classifier"]), "--output_dir", str(saved["base"]))
+    assert result.returncode != 0 and "is not empty" in result.stderr
+    result = export_for_hub("--run_dir", str(saved["classifier"]), "--output_dir", str(workdir / "no-card"),
+                            "--model_card", str(workdir / "missing.md"))
+    assert result.returncode != 0 and "--model_card" in result.stderr and "missing.md" in result.stderr
