@@ -433,7 +433,9 @@ def profile(model: nn.Module, name: str, args: BenchmarkArguments, iterations: i
 def machine(device: str) -> str:
     if device == "cuda":
         properties = torch.cuda.get_device_properties(0)
-        return f"{properties.name} ({properties.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}"
+        precision = (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision)
+        return (f"{properties.name} ({properties.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}; "
+                f"float32 precision of matmuls {precision[0]}, of cuDNN convolutions {precision[1]}")
     lines = Path("/proc/cpuinfo").read_text().splitlines()
     names = sorted({line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")})
     flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
@@ -443,7 +445,10 @@ def machine(device: str) -> str:
 
 
 def git_revision() -> str:
-    result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    try:
+        result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    except OSError:                                    # no git on the machine
+        return "unknown"
     return result.stdout.strip() or "unknown"
 
 
