@@ -113,8 +113,12 @@ def correctness(device: str, quick: bool) -> list:
 
     # fp32 must mean fp32 on both sides of the comparison: no TF32 in matmuls or convolutions. The fp32_precision
     # API (torch >= 2.9) only; torch refuses a mix of it and the legacy allow_tf32 flags.
-    torch.backends.cuda.matmul.fp32_precision = "ieee"
-    torch.backends.cudnn.conv.fp32_precision = "ieee"
+    try:
+        torch.backends.cuda.matmul.fp32_precision = "ieee"
+        torch.backends.cudnn.conv.fp32_precision = "ieee"
+    except (AttributeError, RuntimeError):           # a torch before 2.9 has the legacy flags only
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     stages = {"num_labels": 10, "out_indices": [1, 2, 3, 4]}  # the backbone returns every stage's map
     config = VisionBigBirdConfig.from_preset("tiny", **stages)
     sizes = [(224, 224), (97, 161), (320, 256)]

@@ -114,9 +114,9 @@ stage "(b) benchmark" "${BUDGETS[1]}" "$PYTHON" scripts/benchmark.py --device "$
   --models VBB-T Swin-T ConvNeXt-T ViT-S/16 --output_dir "$OUT" --raw_json "$OUT/raw_timings.json"
 stage "(b) benchmark PVTv2-b2" "${BUDGETS[2]}" "$PYTHON" scripts/benchmark.py --device "$DEVICE" "${PVT[@]}" \
   --models Swin-T PVTv2-b2 --output_dir "$OUT/pvtv2" --raw_json "${TMPDIR:-/tmp}/device_check_pvtv2_raw.json"
-# (c): five models share what is left, minus about 40 s for data loading and evaluation
+# (c): five models share what is left, minus about 40 s for data loading and evaluation; at most 20 s each
 LEFT=$((START + TOTAL - $(date +%s) - 40))
-SECONDS_EACH=${TRAIN_SECONDS:-$((LEFT / 5 < 25 ? LEFT / 5 : 25))}
+SECONDS_EACH=${TRAIN_SECONDS:-$((LEFT / 5 < 20 ? LEFT / 5 : 20))}
 if [ "$SECONDS_EACH" -ge 3 ]; then
   stage "(c) training" "${BUDGETS[3]}" "$PYTHON" scripts/device_check.py train --device "$DEVICE" $QUICK \
     --data "$DATA" --seconds "$SECONDS_EACH" --output "$OUT/training.json"
