@@ -22,7 +22,7 @@ import device_check  # noqa: E402
 def make_wheel(folder: Path, name: str, version: str, requires: list[str]) -> Path:
     """A minimal wheel: one module and a METADATA with `requires` as Requires-Dist lines."""
     path = folder / f"{name}-{version}-py3-none-any.whl"
-    metadata = [f"Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
+    metadata = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
     metadata += [f"Requires-Dist: {requirement}" for requirement in requires]
     info = f"{name}-{version}.dist-info"
     files = {
@@ -40,7 +40,8 @@ def make_wheel(folder: Path, name: str, version: str, requires: list[str]) -> Pa
 def test_install_takes_only_the_carried_wheels_the_machine_needs(tmp_path, monkeypatch):
     wheels = tmp_path / "wheels"
     wheels.mkdir()
-    make_wheel(wheels, "transformers", "5.24.0", ["huggingface-hub>=1.31", "tokenizers>=0.23", "pytest; extra == 'dev'"])
+    make_wheel(wheels, "transformers", "5.24.0",
+               ["huggingface-hub>=1.31", "tokenizers>=0.23", "pytest; extra == 'dev'"])
     make_wheel(wheels, "huggingface_hub", "1.33.0", ["click>=8.4.2", "filelock"])
     make_wheel(wheels, "click", "8.5.1", [])
     make_wheel(wheels, "tokenizers", "0.23.3", [])
