@@ -35,14 +35,20 @@ from vision_bigbird_hf import VisionBigBirdConfig, VisionBigBirdForImageClassifi
 
 aten = torch.ops.aten
 
-# CPU (and out-of-tree device) kernels of F.scaled_dot_product_attention that torch 2.14's counter leaves at zero.
+# CPU (and out-of-tree device) kernels of F.scaled_dot_product_attention that torch 2.14's counter leaves at zero;
+# looked up by name so that a torch without one of them (the GPU machine runs 2.11) still imports this module.
 SDPA_FORWARD_OPS = [
-    aten._scaled_dot_product_flash_attention_for_cpu,
-    aten._scaled_dot_product_fused_attention_overrideable,
+    getattr(aten, name)
+    for name in ("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_fused_attention_overrideable")
+    if hasattr(aten, name)
 ]
 SDPA_BACKWARD_OPS = [
-    aten._scaled_dot_product_flash_attention_for_cpu_backward,
-    aten._scaled_dot_product_fused_attention_overrideable_backward,
+    getattr(aten, name)
+    for name in (
+        "_scaled_dot_product_flash_attention_for_cpu_backward",
+        "_scaled_dot_product_fused_attention_overrideable_backward",
+    )
+    if hasattr(aten, name)
 ]
 
 # transformers' Swin configurations (Liu et al. 2021, Table 1) used as the budget of each preset.
