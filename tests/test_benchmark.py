@@ -7,14 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import benchmark  # scripts/ is on pytest's pythonpath
 import pytest
 import torch
 
-
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-sys.path.insert(0, str(SCRIPTS))
-
-import benchmark  # noqa: E402
 
 
 def test_interleaved_times_calls_tasks_round_by_round():

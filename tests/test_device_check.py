@@ -9,14 +9,11 @@ import sys
 import zipfile
 from pathlib import Path
 
+import device_check  # scripts/ is on pytest's pythonpath
 import numpy as np
 import pytest
 
-
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-sys.path.insert(0, str(SCRIPTS))
-
-import device_check  # noqa: E402
 
 
 def make_wheel(folder: Path, name: str, version: str, requires: list[str]) -> Path:

@@ -4,17 +4,11 @@ Budget and scaling checks count on the meta device (shapes only, no arithmetic),
 `test_meta_counts_match_cpu` checks that the meta count is the CPU count.
 """
 
-import sys
-from pathlib import Path
 
+import model_cost  # scripts/ is on pytest's pythonpath
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
-
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-
-import model_cost  # noqa: E402
 
 
 @pytest.fixture(scope="module")
