@@ -67,6 +67,7 @@ import torchvision
 from datasets import ClassLabel, DatasetDict, load_dataset
 from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
 from fashion_mnist import DEFAULT_FASHION_MNIST_DIR, load_fashion_mnist
+from huggingface_hub.errors import StrictDataclassError
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchvision.transforms import InterpolationMode, v2
 
@@ -699,8 +700,10 @@ def build_config(model_args: ModelArguments, recipe_args: RecipeArguments):
         kwargs["image_size"] = type(default_size)((size, size)) if isinstance(default_size, (list, tuple)) else size
     try:
         return AutoConfig.for_model(model_args.model_type, **{**kwargs, **overrides})
-    except (ValueError, TypeError) as error:
-        raise InvalidArgument(f"--config_overrides: {error}") from None
+    except (ValueError, TypeError, StrictDataclassError) as error:
+        # a @strict config (ours) wraps the validator's ValueError: report that one
+        cause = error.__cause__ if isinstance(error, StrictDataclassError) and error.__cause__ else error
+        raise InvalidArgument(f"--config_overrides: {cause}") from None
 
 
 def minimum_image_size(config) -> int | None:
