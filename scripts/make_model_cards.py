@@ -134,7 +134,8 @@ def results(demo: dict, source: str) -> str:
         f"| validation (held out from the training split) | {demo['eval_accuracy']:.4f} |",
         "",
         textwrap.fill(
-            f"{demo['train_minutes']:.1f} min of training on CPU; `pipeline(\"image-classification\")` labelled "
+            f"{demo['train_minutes']:.1f} min of training and evaluation on a 2-core CPU; "
+            f"`pipeline(\"image-classification\")` labelled "
             f"{demo['pipeline_correct']} of {demo['pipeline_total']} held-out test images correctly. Run of "
             f"{demo['date_utc']}, numbers from `{source}`.", width=115,
         ),
