@@ -97,6 +97,7 @@ def check_resume_is_exact(train_dir, tmp_path, max_steps: int, extra: list[str],
     return step
 
 
+@pytest.mark.slow  # two real training runs and a SIGKILL (about 20 s)
 def test_killed_run_resumes_to_bit_identical_weights(train_dir, tmp_path):
     # 24 images in batches of 4: 6 steps per epoch, so the run crosses three epoch boundaries
     step = check_resume_is_exact(train_dir, tmp_path, 20, ["--dataloader_num_workers", "2"], [sys.executable])
@@ -114,6 +115,7 @@ def test_killed_two_process_ddp_run_resumes_to_bit_identical_weights(train_dir, 
     assert "find_unused_parameters=True" not in log  # the DDP warning of an extra autograd pass per step
 
 
+@pytest.mark.slow  # two real training runs and a SIGKILL (about 20 s)
 def test_killed_streaming_run_resumes_to_bit_identical_weights(train_dir, tmp_path):
     """`--streaming`: the stream is cycled (20 steps of 4 = 80 examples, over three passes of 24) and re-read."""
     check_resume_is_exact(train_dir, tmp_path, 20, ["--streaming", "--dataloader_num_workers", "2"], [sys.executable])
