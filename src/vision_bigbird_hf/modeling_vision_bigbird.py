@@ -355,8 +355,9 @@ def tokens_to_windows(tokens: torch.Tensor, order: torch.Tensor, position: torch
 
 
 def windows_to_tokens(windows: torch.Tensor, slot: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """(B*nW', L, ...) windows and the slot of each window-order position (N,) of `window_layout` -> (B, N, ...)
-    in window order, padding and the extra window dropped (undo the window order with its inverse)."""
+    """(B*nW', L, ...) windows and the slot (N,) to read for each output position -> (B, N, ...), padding and the
+    extra window dropped. With `window_layout`'s slot the output is in window order; with `slot[inverse_order]`
+    it is back in token order, in one gather."""
     flat = windows.reshape(batch_size, -1, *windows.shape[2:])                               # (B, nW'*L, ...)
     return flat.index_select(1, slot)                                                        # (B, N, ...)
 
@@ -418,12 +419,12 @@ class VisionBigBirdRSWinHeads(nn.Module):
             scaling=self.scaling,
             **kwargs,
         )                                                                                    # (B*nW', L, h, d)
-        shuffled_output = windows_to_tokens(window_output.flatten(2), slot, batch_size)     # (B, N, h*d) window order
-        hidden_states = shuffled_output.index_select(1, inverse_order)                      # (B, N, h*d)
+        token_slot = slot.index_select(0, inverse_order)                                    # (N,) slot of each token
+        hidden_states = windows_to_tokens(window_output.flatten(2), token_slot, batch_size)  # (B, N, h*d)
         if window_weights is None:
             return hidden_states, None
-        token_weights = windows_to_tokens(window_weights.transpose(1, 2), slot, batch_size)  # (B, N, h, L)
-        return hidden_states, token_weights[:, inverse_order].transpose(1, 2)               # (B, h, N, L)
+        token_weights = windows_to_tokens(window_weights.transpose(1, 2), token_slot, batch_size)  # (B, N, h, L)
+        return hidden_states, token_weights.transpose(1, 2)                                 # (B, h, N, L)
 
 
 # ---- Head group 3: average-pooled global heads -----------------------------
