@@ -1,10 +1,10 @@
 """Turn a training output folder into a complete Hugging Face Hub repository folder.
 
-The folder gets the model and its `config.json` (`auto_map` naming every class), the image processor with the code
-and an `auto_map` of both backends (torchvision and PIL), so that `trust_remote_code=True` loads it without
-`vision_bigbird_hf`, the run's `*_results.json` and a `README.md`: the `--model_card` copied as it is, or else a card
-made from `model_cards/templates/run.md`, the config and `all_results.json`. The written folder is reloaded and must
-give the run's logits. Upload it with `hf upload <user>/<repo> <output_dir>`.
+The folder gets the model with its `config.json` (`auto_map` naming every class); the image processor with the code
+and an `auto_map` of both backends (torchvision, PIL), so that `trust_remote_code=True` loads the folder without
+`vision_bigbird_hf`; the run's `*_results.json`; and `README.md`: `--model_card` copied as it is, or a card made from
+`model_cards/templates/run.md`. The folder is reloaded and must give the run's logits. Upload it with
+`hf upload <user>/<repo> <output_dir>`.
 
     python scripts/export_for_hub.py --run_dir runs/demo-fashion-mnist --output_dir hub/vision-bigbird-fashion-mnist \
         --model_card model_cards/vision-bigbird-fashion-mnist/README.md

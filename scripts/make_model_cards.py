@@ -1,9 +1,9 @@
 """Write the model cards `model_cards/<card>/README.md` from the Jinja templates in `model_cards/templates/`.
 
 One card per preset and one for the Fashion-MNIST demo model, with huggingface_hub's `ModelCard.from_template`.
-Parameters and forward MACs are counted on the meta device; the demo model's config, command and accuracies come from
-the `demo_results.json` in `--demo_dir` (copied into the card's folder, the committed source and the default), the
-study table from `docs/results.json`.
+Parameters and forward MACs are counted on the meta device. The demo model's config, command and accuracies come from
+`--demo_dir`'s `demo_results.json`, copied into the card's folder (that copy is committed, and the default); the study
+table comes from `docs/results.json`.
 
     python scripts/make_model_cards.py --demo_dir runs/demo-fashion-mnist  # after `bash scripts/run_demo.sh`
 """
