@@ -38,8 +38,7 @@ def guarded(check: str, function, *args) -> None:
 
 
 def install(wheels: Path, target: Path, force: bool) -> None:
-    """Into `target`, the carried wheels that pip picks to install the carried transformers beside the machine's own
-    packages (with `force`: all of them); nothing outside `target` changes."""
+    """Into `target` alone: the carried wheels pip picks for the carried transformers (`force`: all of them)."""
     pip = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-index"]
     chosen = sorted(wheels.glob("*.whl"))
     if not force:  # a dry run against the installed packages: its JSON report lists what it would install
@@ -57,11 +56,9 @@ def install(wheels: Path, target: Path, force: bool) -> None:
 def correctness(device: str, quick: bool) -> None:
     from vision_bigbird_hf import VisionBigBirdBackbone, VisionBigBirdConfig, VisionBigBirdForImageClassification
 
-    # fp32 means fp32 on both sides of a comparison: no TF32. torch >= 2.9 has fp32_precision and refuses a mix of it
-    # and the legacy allow_tf32 flags, which are all a torch before 2.9 has.
-    try:
+    try:  # fp32 means fp32 on both sides: no TF32 (torch >= 2.9: fp32_precision, and no mix with the legacy flags)
         torch.backends.cuda.matmul.fp32_precision = torch.backends.cudnn.conv.fp32_precision = "ieee"
-    except (AttributeError, RuntimeError):
+    except (AttributeError, RuntimeError):  # a torch before 2.9 has the legacy flags only
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     stages = {"num_labels": 10, "out_indices": [1, 2, 3, 4]}  # the backbone returns every stage's map
     config, sizes = VisionBigBirdConfig.from_preset("tiny", **stages), [(224, 224), (97, 161), (320, 256)]
