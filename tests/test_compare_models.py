@@ -19,16 +19,25 @@ from transformers import AutoConfig, AutoModelForImageClassification
 
 from vision_bigbird_hf import VisionBigBirdConfig
 
-
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = REPO_ROOT / "scripts" / "compare_models.py"
-NAMES = ["vbb", "convnext", "swin", "pvtv2", "vbb-no-conv", "vbb-no-rswin", "vbb-no-global", "vbb-grid",
-         "vbb-abs-pos", "vit"]
+NAMES = [
+    "vbb",
+    "convnext",
+    "swin",
+    "pvtv2",
+    "vbb-no-conv",
+    "vbb-no-rswin",
+    "vbb-no-global",
+    "vbb-grid",
+    "vbb-abs-pos",
+    "vit",
+]
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 
 
 def compare_models(*args: str, cwd: Path = REPO_ROOT) -> str:
-    result = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=cwd)
+    result = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=cwd, check=False)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -75,8 +84,13 @@ def test_run_list_is_ten_configurations_times_three_seeds_at_the_study_scale(com
         assert flags["--per_device_train_batch_size"] == "128" and flags["--learning_rate"] == "0.002"
         assert "--max_predict_samples" not in flags  # the full 10,000-image test set
         assert all(flag in flags for flag in ("--do_train", "--do_eval", "--do_predict"))
-    assert {flags["--model_type"] for flags in commands.values()} == {"vision_bigbird", "swin", "convnext", "pvt_v2",
-                                                                     "vit"}
+    assert {flags["--model_type"] for flags in commands.values()} == {
+        "vision_bigbird",
+        "swin",
+        "convnext",
+        "pvt_v2",
+        "vit",
+    }
 
 
 def test_every_model_runs_at_32x32_and_peers_have_vision_bigbirds_parameter_count(commands):
@@ -132,8 +146,14 @@ def test_report_rewrites_the_committed_results_md_from_results_json_alone(tmp_pa
 def test_report_computes_results_json_from_finished_runs(tmp_path):
     """Hand-made runs (all_results.json + config.json) of three configurations, with 3, 2 and 1 seeds."""
     made_up = {"vbb": {0: 0.90, 1: 0.904, 2: 0.897}, "pvtv2": {0: 0.91, 2: 0.915}, "vbb-no-conv": {1: 0.883}}
-    config = VisionBigBirdConfig.from_preset("tiny", hidden_sizes=[30, 60, 120, 240], depths=[1, 1, 2, 1],
-                                             num_heads=[3, 3, 6, 6], rswin_window_size=4, num_labels=10)
+    config = VisionBigBirdConfig.from_preset(
+        "tiny",
+        hidden_sizes=[30, 60, 120, 240],
+        depths=[1, 1, 2, 1],
+        num_heads=[3, 3, 6, 6],
+        rswin_window_size=4,
+        num_labels=10,
+    )
     for name, per_seed in made_up.items():
         for seed, accuracy in per_seed.items():
             run_dir = tmp_path / "runs" / name / f"seed{seed}"
@@ -145,8 +165,9 @@ def test_report_computes_results_json_from_finished_runs(tmp_path):
     entries = {entry["name"]: entry for entry in study["configurations"]}
 
     assert list(entries) == NAMES and study["finished_runs"] == 6 and study["planned_runs"] == 30
-    expected_params = sum(parameter.numel() for parameter in AutoModelForImageClassification.from_config(config)
-                          .parameters())
+    expected_params = sum(
+        parameter.numel() for parameter in AutoModelForImageClassification.from_config(config).parameters()
+    )
     for name, per_seed in made_up.items():
         tests = [100 * value for value in per_seed.values()]
         entry = entries[name]
@@ -170,8 +191,10 @@ def test_report_computes_results_json_from_finished_runs(tmp_path):
 @pytest.mark.skipif(not FASHION_MNIST.is_file(), reason="Fashion-MNIST: sudo apt-get install dataset-fashion-mnist")
 def test_tiny_study_runs_resumes_and_reports(tmp_path):
     """Two configurations for two steps each through the training script, then a second invocation skips both."""
-    tiny = ("--extra_args=--max_steps 2 --max_train_samples 64 --max_eval_samples 32 --max_predict_samples 32 "
-            "--per_device_train_batch_size 16 --eval_strategy no --save_strategy no")
+    tiny = (
+        "--extra_args=--max_steps 2 --max_train_samples 64 --max_eval_samples 32 --max_predict_samples 32 "
+        "--per_device_train_batch_size 16 --eval_strategy no --save_strategy no"
+    )
     common = ["--only", "vbb", "swin", "--seeds", "0", "--workers", "2", "--output_dir", str(tmp_path / "runs"), tiny]
     first = compare_models(*common)
     assert first.count("start") == 2 and "2 of 2 runs finished" in first
@@ -180,7 +203,8 @@ def test_tiny_study_runs_resumes_and_reports(tmp_path):
         assert 0 <= results["test_accuracy"] <= 1
     second = compare_models(*common)
     assert second.count("skip") == 2 and "start" not in second
-    compare_models("--report", "--output_dir", str(tmp_path / "runs"), "--results_dir", str(tmp_path / "docs"),
-                   "--seeds", "0")
+    compare_models(
+        "--report", "--output_dir", str(tmp_path / "runs"), "--results_dir", str(tmp_path / "docs"), "--seeds", "0"
+    )
     study = json.loads((tmp_path / "docs" / "results.json").read_text())
     assert study["finished_runs"] == 2

@@ -1,7 +1,7 @@
-"""Tests of scripts/device_check.sh and its Python half: which carried wheels get installed, the IDX reader, the
-argument checks, and the whole check end to end on the CPU (`--device cpu --quick`, slow)."""
+"""Tests of scripts/device_check.sh and its Python half, through their command lines: which carried wheels get
+installed, the argument checks, and the whole check end to end on the CPU (`--device cpu --quick`, slow; the study
+models it trains are scripts/compare_models.py's, tested in tests/test_compare_models.py)."""
 
-import gzip
 import json
 import os
 import subprocess
@@ -9,8 +9,6 @@ import sys
 import zipfile
 from pathlib import Path
 
-import device_check  # scripts/ is on pytest's pythonpath
-import numpy as np
 import pytest
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
@@ -34,72 +32,103 @@ def make_wheel(folder: Path, name: str, version: str, requires: list[str]) -> Pa
     return path
 
 
-def test_install_takes_only_the_carried_wheels_the_machine_needs(tmp_path, monkeypatch):
+def install(wheels: Path, target: Path) -> subprocess.CompletedProcess:
+    """`device_check.py install`: pip resolves the carried wheels against this environment's installed packages."""
+    command = [
+        sys.executable,
+        str(SCRIPTS / "device_check.py"),
+        "install",
+        "--wheels",
+        str(wheels),
+        "--target",
+        str(target),
+    ]
+    return subprocess.run(command, capture_output=True, text=True, check=False)
+
+
+def test_install_takes_only_the_carried_wheels_the_machine_needs(tmp_path):
     wheels = tmp_path / "wheels"
     wheels.mkdir()
-    make_wheel(wheels, "transformers", "5.24.0",
-               ["huggingface-hub>=1.31", "tokenizers>=0.23", "pytest; extra == 'dev'"])
-    make_wheel(wheels, "huggingface_hub", "1.33.0", ["click>=8.4.2", "filelock"])
-    make_wheel(wheels, "click", "8.5.1", [])
-    make_wheel(wheels, "tokenizers", "0.23.3", [])
-    machine = {"transformers": "5.17.0", "huggingface-hub": "1.10.0", "click": "8.1.0", "tokenizers": "0.23.1",
-               "filelock": "3.0"}
-    monkeypatch.setattr(device_check, "installed_version",
-                        lambda name: device_check.Version(machine[name]) if name in machine else None)
-    result = device_check.install(wheels, tmp_path / "site", force=False)
-    # tokenizers 0.23.1 satisfies >=0.23, so it stays; the old hub and its too-old click are replaced
-    assert sorted(result["installed"]) == ["click-8.5.1-py3-none-any.whl", "huggingface_hub-1.33.0-py3-none-any.whl",
-                                           "transformers-5.24.0-py3-none-any.whl"]
-    assert result["ok"] and result["unsatisfied_without_a_carried_wheel"] == []
-    assert (tmp_path / "site" / "huggingface_hub" / "__init__.py").read_text() == "__version__ = '1.33.0'\n"
+    # filelock (installed here, no requirements) satisfies >=3, so its carried wheel stays out; the hub wheel and the
+    # click wheel it needs are taken since nothing installed here is version 99
+    make_wheel(wheels, "transformers", "99.0.0", ["huggingface-hub>=99", "filelock>=3", "pytest; extra == 'dev'"])
+    make_wheel(wheels, "huggingface_hub", "99.0.0", ["click>=99", "filelock"])
+    make_wheel(wheels, "click", "99.0", [])
+    make_wheel(wheels, "filelock", "99.0", [])
+    result = install(wheels, tmp_path / "site")
+    assert result.returncode == 0, result.stderr
+    installed = json.loads(result.stdout.splitlines()[-1])["installed"]
+    assert sorted(installed) == [
+        "click-99.0-py3-none-any.whl",
+        "huggingface_hub-99.0.0-py3-none-any.whl",
+        "transformers-99.0.0-py3-none-any.whl",
+    ]
+    assert (tmp_path / "site" / "huggingface_hub" / "__init__.py").read_text() == "__version__ = '99.0.0'\n"
+    assert not (tmp_path / "site" / "filelock").exists()
 
 
-def test_install_reports_a_requirement_no_carried_wheel_meets(tmp_path, monkeypatch):
+def test_install_reports_a_requirement_no_carried_wheel_meets(tmp_path):
     wheels = tmp_path / "wheels"
     wheels.mkdir()
-    make_wheel(wheels, "transformers", "5.24.0", ["httpx<1"])
-    monkeypatch.setattr(device_check, "installed_version", lambda name: None)
-    result = device_check.install(wheels, tmp_path / "site", force=False)
-    assert not result["ok"]
-    assert result["unsatisfied_without_a_carried_wheel"] == ["httpx<1 (installed: None)"]
+    make_wheel(wheels, "transformers", "99.0.0", ["no-such-package-anywhere<1"])
+    result = install(wheels, tmp_path / "site")
+    assert result.returncode != 0
+    assert "no-such-package-anywhere" in result.stderr and "pip cannot install the transformers of" in result.stderr
+    assert not (tmp_path / "site").exists()
 
 
-def test_read_idx_reads_the_header_and_the_pixels(tmp_path):
-    images = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
-    header = bytes([0, 0, 8, 3]) + b"".join(size.to_bytes(4, "big") for size in images.shape)
-    path = tmp_path / "images-idx3-ubyte.gz"
-    path.write_bytes(gzip.compress(header + images.tobytes()))
-    np.testing.assert_array_equal(device_check.read_idx(path), images)
-
-
-def test_study_models_differ_only_where_intended():
-    models = device_check.study_models(10)
-    assert list(models) == ["vbb", "vbb-no-rswin", "vbb-grid", "swin", "pvtv2"]
-    vbb, no_rswin, grid = (models[name]().config for name in ("vbb", "vbb-no-rswin", "vbb-grid"))
-    assert sum(no_rswin.rswin_heads) == 0 and no_rswin.num_heads == vbb.num_heads
-    assert grid.rswin_sampling == "grid" and vbb.rswin_sampling == "random"
+def test_train_names_the_data_flag_when_the_idx_files_are_missing(tmp_path):
+    command = [sys.executable, str(SCRIPTS / "device_check.py"), "train", "--device", "cpu", "--data", str(tmp_path)]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert result.returncode == 1
+    assert f"--data {tmp_path}: Fashion-MNIST file train-images-idx3-ubyte.gz not found" in result.stderr
 
 
 def test_shell_script_refuses_an_unknown_argument():
-    result = subprocess.run([str(SCRIPTS / "device_check.sh"), "--gpu"], capture_output=True, text=True)
+    result = subprocess.run([str(SCRIPTS / "device_check.sh"), "--gpu"], capture_output=True, text=True, check=False)
     assert result.returncode == 2
     assert "unknown argument '--gpu'" in result.stderr
 
 
 @pytest.mark.slow
 def test_cpu_quick_run_end_to_end(tmp_path):
-    environment = {**os.environ, "OUT": str(tmp_path / "out"), "PYTHON": sys.executable, "OMP_NUM_THREADS": "1",
-                   "DEVICE_WHEELS": str(tmp_path / "no_wheels"), "TMPDIR": str(tmp_path)}
-    result = subprocess.run([str(SCRIPTS / "device_check.sh"), "--device", "cpu", "--quick"], env=environment,
-                            capture_output=True, text=True, timeout=1200)
+    environment = {
+        **os.environ,
+        "OUT": str(tmp_path / "out"),
+        "PYTHON": sys.executable,
+        "OMP_NUM_THREADS": "1",
+        "DEVICE_WHEELS": str(tmp_path / "no_wheels"),
+        "TMPDIR": str(tmp_path),
+    }
+    result = subprocess.run(
+        [str(SCRIPTS / "device_check.sh"), "--device", "cpu", "--quick"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout[-3000:]
     out = tmp_path / "out"
     files = sorted(str(path.relative_to(out)) for path in out.rglob("*") if path.is_file())
-    assert files == ["benchmark_results.json", "benchmark_results.md", "correctness.json", "device_check.log",
-                     "pvtv2/benchmark_results.json", "pvtv2/benchmark_results.md", "raw_timings.json", "training.json"]
+    assert files == [
+        "benchmark_results.json",
+        "benchmark_results.md",
+        "correctness.json",
+        "device_check.log",
+        "pvtv2/benchmark_results.json",
+        "pvtv2/benchmark_results.md",
+        "raw_timings.json",
+        "training.json",
+    ]
     log = (out / "device_check.log").read_text()
-    for stage in ("(a) correctness: exit 0", "(b) benchmark: exit 0", "(b) benchmark PVTv2-b2: exit 0",
-                  "(c) training: exit 0", "every stage exited 0"):
+    for stage in (
+        "(a) correctness: exit 0",
+        "(b) benchmark: exit 0",
+        "(b) benchmark PVTv2-b2: exit 0",
+        "(c) training: exit 0",
+        "every stage exited 0",
+    ):
         assert stage in log
     checks = json.loads((out / "correctness.json").read_text())
     assert len(checks) == 13 and all(check["ok"] for check in checks)

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from fashion_mnist import DEFAULT_FASHION_MNIST_DIR, FASHION_MNIST_CLASSES, load_fashion_mnist, read_idx
 
-
 has_fashion_mnist = os.path.isfile(os.path.join(DEFAULT_FASHION_MNIST_DIR, "train-images-idx3-ubyte.gz"))
 requires_fashion_mnist = pytest.mark.skipif(
     not has_fashion_mnist,
@@ -58,6 +57,13 @@ def test_loader_reads_uncompressed_idx_files_too(tmp_path):
 def test_loader_explains_how_to_get_missing_files(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"sudo apt-get install dataset-fashion-mnist.*data_dir="):
         load_fashion_mnist(tmp_path)
+
+
+def test_read_idx_reads_the_header_and_the_pixels(tmp_path):
+    """Any shape, not only 28x28: scripts/device_check.py reads the carried files through this reader too."""
+    images = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    write_idx(tmp_path / "images-idx3-ubyte.gz", images)
+    np.testing.assert_array_equal(read_idx(str(tmp_path / "images-idx3-ubyte.gz"), expected_ndim=3), images)
 
 
 def test_read_idx_rejects_corrupt_files(tmp_path):
