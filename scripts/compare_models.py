@@ -19,39 +19,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
+from study_models import DROP_PATH, RUNS
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import AutoConfig, AutoModelForImageClassification
 
 import vision_bigbird_hf  # noqa: F401  (registers vision_bigbird with the Auto classes)
 
 TRAINING_SCRIPT = Path(__file__).resolve().parent / "train_image_classification.py"
-SEEDS, DROP_PATH = [0, 1, 2], 0.05
-# --config_overrides of each run: peers of Vision Big Bird's parameter count and token grid, ablations that keep every
-# stage's heads, a two-stage Swin (why: the page's Setup section, in render below)
-VBB = {"hidden_sizes": [30, 60, 120, 240], "depths": [1, 1, 2, 1], "num_heads": [3, 3, 6, 6]}
-VBB |= {"rswin_window_size": 4, "global_pool_size": [2, 2, 2, 2], "drop_path_rate": DROP_PATH}
-NO_CONV = {**VBB, "conv_heads": [0, 0, 0, 0], "rswin_heads": [2, 2, 3, 3], "global_heads": [1, 1, 3, 3]}
-NO_RSWIN = {**VBB, "conv_heads": [2, 2, 3, 3], "rswin_heads": [0, 0, 0, 0], "global_heads": [1, 1, 3, 3]}
-NO_GLOBAL = {**VBB, "conv_heads": [2, 2, 3, 3], "rswin_heads": [1, 1, 3, 3], "global_heads": [0, 0, 0, 0]}
-GRID, ABS_POS = {**VBB, "rswin_sampling": "grid"}, {**VBB, "use_absolute_embeddings": True}
-CONVNEXT = {"patch_size": 4, "hidden_sizes": [35, 70, 140, 280], "depths": [1, 1, 3, 1], "drop_path_rate": DROP_PATH}
-SWIN = {"patch_size": 4, "embed_dim": 64, "depths": [2, 6], "num_heads": [2, 4], "window_size": 4}
-SWIN["drop_path_rate"] = DROP_PATH
-PVTV2 = {"hidden_sizes": [26, 52, 130, 208], "depths": [1, 1, 2, 1], "num_attention_heads": [1, 2, 5, 8]}
-PVTV2 |= {"sr_ratios": [4, 2, 1, 1], "mlp_ratios": [8, 8, 4, 4], "drop_path_rate": DROP_PATH}
-VIT = {"patch_size": 4, "hidden_size": 128, "num_hidden_layers": 7, "num_attention_heads": 4, "intermediate_size": 512}
-RUNS = {  # name: (kind, description, --model_type, --config_overrides)
-    "vbb": ("vbb", "Vision Big Bird: conv + RS-Win + global heads, no position embedding", "vision_bigbird", VBB),
-    "convnext": ("peer", "ConvNeXt, depths 1-1-3-1, widths 35-280", "convnext", CONVNEXT),
-    "swin": ("peer", "Swin, patch 4, window 4, depths 2-6, widths 64-128 (two stages)", "swin", SWIN),
-    "pvtv2": ("peer", "PVTv2, depths 1-1-2-1, widths 26-208, sr 4-2-1-1", "pvt_v2", PVTV2),
-    "vbb-no-conv": ("ablation", "VBB without conv heads (given to RS-Win/global)", "vision_bigbird", NO_CONV),
-    "vbb-no-rswin": ("ablation", "VBB without RS-Win heads (given to conv/global)", "vision_bigbird", NO_RSWIN),
-    "vbb-no-global": ("ablation", "VBB without global heads (given to conv/RS-Win)", "vision_bigbird", NO_GLOBAL),
-    "vbb-grid": ("ablation", "VBB with fixed 4x4 windows instead of random ones", "vision_bigbird", GRID),
-    "vbb-abs-pos": ("ablation", "VBB + learned absolute position embedding", "vision_bigbird", ABS_POS),
-    "vit": ("peer", "ViT, patch 4 (64 tokens + CLS), 7 layers of width 128", "vit", VIT),
-}
+SEEDS = [0, 1, 2]
 
 RECIPE = shlex.split(
     "--image_size 32 --recipe none --min_crop_scale 0.85 --do_train --do_eval --do_predict --max_train_samples 20000 "

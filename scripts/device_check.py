@@ -132,7 +132,7 @@ def correctness(device: str, quick: bool) -> None:
 
 
 def train(device: str, data: list, seconds: float, batch_size: int, image_size: int, test_images: int):
-    from compare_models import RUNS  # the study's models, here on Fashion-MNIST upscaled to image_size
+    from study_models import RUNS  # the study's models, here on Fashion-MNIST upscaled to image_size
     from transformers import AutoConfig, AutoModelForImageClassification
 
     def pixels(images):  # uint8 (B, 28, 28) -> normalised (B, 3, S, S) float
