@@ -260,7 +260,7 @@ def test_peer_image_processor_makes_the_same_pixels_as_ours():
 def test_compute_metrics_is_accuracy():
     logits = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
     eval_prediction = EvalPrediction(predictions=logits, label_ids=np.array([0, 1, 1, 1]))
-    assert script.build_compute_metrics()(eval_prediction) == {"accuracy": 0.75}
+    assert script.compute_metrics(eval_prediction) == {"accuracy": 0.75}
 
 
 def test_dataset_name_with_other_columns_string_labels_and_split_count(tmp_path):
