@@ -52,9 +52,9 @@ IMAGENET_RECIPE = {
     "random_erasing_prob": 0.25,  # Swin AUG.REPROB, DeiT --reprob (mode "pixel": random normal values)
     "ema_decay": 0.0,  # Swin trains without EMA (MODEL_EMA False); DeiT's --model-ema-decay is 0.99996
 }
-# Without --recipe imagenet: crop and flip only
-NO_RECIPE = {"min_crop_scale": 0.08, "rand_augment": None, "mixup_alpha": 0.0, "cutmix_alpha": 0.0}
-NO_RECIPE |= {"mixup_switch_prob": 0.5, "random_erasing_prob": 0.0, "ema_decay": 0.0}
+# Without --recipe imagenet: the same crop, and flip, only
+NO_RECIPE = IMAGENET_RECIPE | {"rand_augment": None, "mixup_alpha": 0.0, "cutmix_alpha": 0.0}
+NO_RECIPE["random_erasing_prob"] = 0.0
 IMAGENET_TRAINING_ARGUMENTS = {
     "label_smoothing_factor": 0.1,  # Swin MODEL.LABEL_SMOOTHING, DeiT --smoothing
     "weight_decay": 0.05,  # Swin TRAIN.WEIGHT_DECAY, DeiT --weight-decay; AdamW betas (0.9, 0.999), eps 1e-8
@@ -108,9 +108,7 @@ class ModelArguments:
 
     model_name_or_path: str | None = arg(None, "A saved model folder or Hub model id to fine-tune.")
     model_type: str = arg("vision_bigbird", "Type of a new model (`AutoConfig.for_model`), e.g. swin, pvt_v2, vit.")
-    model_preset: str | None = arg(
-        None, "Vision Big Bird size of a new model (default tiny).", choices=sorted(PRESETS)
-    )
+    model_preset: str | None = arg(None, "Vision Big Bird size of a new model (tiny).", choices=sorted(PRESETS))
     config_overrides: str | None = arg(None, "A JSON object set on the new config, e.g. '{\"depths\": [1, 1, 1, 1]}'.")
     config_name: str | None = arg(None, "Pretrained config name or path if not the same as model_name.")
     image_processor_name: str | None = arg(None, "Image processor name or path (default: the model's, or a new one).")
@@ -132,9 +130,7 @@ class ModelArguments:
 class RecipeArguments:
     """The training recipe: augmentation, Mixup/CutMix and weight EMA. `--recipe imagenet` fills what is not given."""
 
-    recipe: str = arg(
-        "none", "imagenet: DeiT/Swin's ImageNet-1k recipe; none: crop, flip.", choices=["imagenet", "none"]
-    )
+    recipe: str = arg("none", "imagenet: DeiT/Swin's ImageNet-1k recipe, or none.", choices=["imagenet", "none"])
     min_crop_scale: float | None = arg(None, "Smallest area fraction of RandomResizedCrop, in (0, 1] (0.08).")
     rand_augment: str | None = arg(None, "RandAugment in timm's notation, e.g. rand-m9-n2; none: off.")
     mixup_alpha: float | None = arg(None, "Mixup Beta(alpha, alpha); 0: off.")
@@ -145,8 +141,7 @@ class RecipeArguments:
 
 
 def parse_args(args: list[str] | None = None):
-    """Command-line flags, or a single .json file of them -> (model, data, recipe, training arguments, the names
-    given explicitly: the recipe leaves those)."""
+    """Flags, or a single .json file of them -> the four argument dataclasses and the names given explicitly."""
     args = sys.argv[1:] if args is None else args
     # Under torchrun without GPU/accelerator, accelerate only sets up multi-process (gloo) training when told to use
     # the CPU (as `accelerate launch --cpu` does); otherwise every process silently trains alone on the whole dataset.
@@ -196,17 +191,15 @@ def check_image_folder(flag: str, folder: str, needs_classes: bool):
 AT_LEAST_ONE = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps")
 AT_LEAST_ONE += ("max_train_samples", "max_eval_samples", "max_predict_samples")
 VALUE_RULES = {  # flag: (accepts its value, what "--flag value" must be)
-    "num_train_epochs": (lambda value: value >= 0, "must not be negative"),
-    "max_steps": (lambda value: value >= -1, "must be positive (or -1: use epochs)"),
-    **dict.fromkeys(AT_LEAST_ONE, (lambda value: value is None or value >= 1, "must be at least 1")),
-    "train_val_split": (lambda value: value >= 0, "must not be negative"),
-    "image_size": (lambda value: value is None or value >= 1, "must be positive"),
-    "min_crop_scale": (lambda value: 0 < value <= 1, "must be in (0, 1]"),
-    **dict.fromkeys(["mixup_alpha", "cutmix_alpha"], (lambda value: value >= 0, "must not be negative (0: off)")),
-    **dict.fromkeys(
-        ["mixup_switch_prob", "random_erasing_prob"], (lambda value: 0 <= value <= 1, "must be in [0, 1]")
-    ),
-    "ema_decay": (lambda value: 0 <= value < 1, "must be in [0, 1) (0: off)"),
+    "num_train_epochs": (lambda v: v >= 0, "must not be negative"),
+    "max_steps": (lambda v: v >= -1, "must be positive (or -1: use epochs)"),
+    **dict.fromkeys(AT_LEAST_ONE, (lambda v: v is None or v >= 1, "must be at least 1")),
+    "train_val_split": (lambda v: v >= 0, "must not be negative"),
+    "image_size": (lambda v: v is None or v >= 1, "must be positive"),
+    "min_crop_scale": (lambda v: 0 < v <= 1, "must be in (0, 1]"),
+    **dict.fromkeys(["mixup_alpha", "cutmix_alpha"], (lambda v: v >= 0, "must not be negative (0: off)")),
+    **dict.fromkeys(["mixup_switch_prob", "random_erasing_prob"], (lambda v: 0 <= v <= 1, "must be in [0, 1]")),
+    "ema_decay": (lambda v: 0 <= v < 1, "must be in [0, 1) (0: off)"),
 }
 
 
@@ -256,7 +249,7 @@ def resolve_recipe(recipe_args: RecipeArguments, training_args: TrainingArgument
 
 
 def detect_last_checkpoint(training_args: TrainingArguments, overwrite_output_dir: bool) -> str | None:
-    """The last complete checkpoint in output_dir (the Trainer writes trainer_state.json last); refuse other content."""
+    """The last complete checkpoint in output_dir to resume from, unless told to overwrite; refuse other content."""
     output_dir = training_args.output_dir
     if not (os.path.isdir(output_dir) and training_args.do_train) or overwrite_output_dir:
         return None
@@ -335,8 +328,7 @@ def select_samples(dataset, max_samples: int | None, seed: int):
 
 
 def decode_rgb(value: dict) -> np.ndarray:
-    """A `datasets.Image` value ({"path", "bytes"}) -> (H, W, 3) uint8 RGB, decoded by `datasets` (EXIF orientation
-    applied) and converted by `convert_to_rgb` exactly as the image processors do (transparency onto white)."""
+    """A `datasets.Image` value ({"path", "bytes"}) -> (H, W, 3) uint8 RGB, converted as the image processors do."""
     return convert_to_rgb(datasets.Image().decode_example(value), return_numpy=True)
 
 
@@ -375,8 +367,8 @@ def drop_unreadable_images(dataset, split: str, image_column_name: str, num_proc
 
 
 def load_image_dataset(data_args: DataTrainingArguments, seed: int, cache_dir=None, token=None, used_splits=SPLITS):
-    """The dataset: loaded, checked, a validation split carved out if none, each split capped by --max_*_samples, and
-    the unreadable images of `used_splits` left out (`--check_images`; Fashion-MNIST, built from arrays, needs none)."""
+    """Loaded, checked, validation carved out if none, capped by --max_*_samples, unreadable images of `used_splits`
+    left out (`--check_images`; Fashion-MNIST, built from arrays, needs no check)."""
     dataset = check_columns(load_raw_dataset(data_args, cache_dir=cache_dir, token=token), data_args)
     dataset = split_validation(dataset, data_args.train_val_split, seed)
     limits = [data_args.max_train_samples, data_args.max_eval_samples, data_args.max_predict_samples]
@@ -392,20 +384,6 @@ def load_image_dataset(data_args: DataTrainingArguments, seed: int, cache_dir=No
     return dataset
 
 
-def parse_config_overrides(overrides: str | None) -> dict:
-    """`--config_overrides` JSON text -> dict; anything but one complete JSON object is refused."""
-    try:
-        parsed = json.loads(overrides) if overrides else {}
-    except json.JSONDecodeError as error:
-        raise InvalidArgument(
-            f"--config_overrides {overrides!r} is not valid JSON ({error}); give a JSON object such as "
-            '\'{"depths": [1, 1, 2, 1], "drop_path_rate": 0.1}\''
-        ) from None
-    if not isinstance(parsed, dict):
-        raise InvalidArgument(f"--config_overrides {overrides!r} must be a JSON object, not {type(parsed).__name__}")
-    return parsed
-
-
 def build_config(model_args: ModelArguments, recipe_args: RecipeArguments):
     """The model config: the saved model's, or a new `--model_type` one (preset, recipe drop path, overrides)."""
     if model_args.model_name_or_path is not None:
@@ -414,16 +392,24 @@ def build_config(model_args: ModelArguments, recipe_args: RecipeArguments):
     if model_args.model_type not in transformers.CONFIG_MAPPING:
         raise InvalidArgument(f"--model_type {model_args.model_type} is not an AutoConfig model type")
     config_class = transformers.CONFIG_MAPPING[model_args.model_type]
-    overrides = parse_config_overrides(model_args.config_overrides)
+    text = model_args.config_overrides
+    try:
+        overrides = json.loads(text) if text else {}
+    except json.JSONDecodeError as error:
+        raise InvalidArgument(
+            f"--config_overrides {text!r} is not valid JSON ({error}); give a JSON object such as "
+            '\'{"depths": [1, 1, 2, 1], "drop_path_rate": 0.1}\''
+        ) from None
+    if not isinstance(overrides, dict):
+        raise InvalidArgument(f"--config_overrides {text!r} must be a JSON object, not {type(overrides).__name__}")
     known_fields = set(config_class().to_dict()) | set(config_class.attribute_map)
     unknown = sorted(set(overrides) - known_fields)
     if unknown:
         raise InvalidArgument(f"--config_overrides: {unknown} are not fields of {config_class.__name__}")
     kwargs = {}
     if model_args.model_type == "vision_bigbird":
-        preset = model_args.model_preset
-        if preset is None:
-            preset = "tiny"
+        preset = model_args.model_preset or "tiny"
+        if model_args.model_preset is None:
             logger.info("No --model_name_or_path or --model_preset: training the tiny preset from scratch")
         kwargs |= PRESETS[preset]
         if recipe_args.recipe == "imagenet":
@@ -474,20 +460,16 @@ def override_image_size(image_processor, image_size: int):
 
 
 def new_image_processor(model_type: str):
-    """Vision Big Bird's processor, or for a peer a `BitImageProcessor` with the same steps (bicubic resize to 256,
-    crop 224, ImageNet mean/std): every model of a comparison sees the same pixels and loads with plain transformers."""
-    ours = VisionBigBirdImageProcessor()
+    """Ours, or for a peer a `BitImageProcessor` with our steps: the same pixels, loadable with plain transformers."""
+    ours = VisionBigBirdImageProcessor()  # bicubic resize of the shortest edge to 256, crop 224, ImageNet mean/std
     if model_type == "vision_bigbird":
         return ours
     steps = {"image_mean": ours.image_mean, "image_std": ours.image_std, "resample": ours.resample}
-    return transformers.BitImageProcessor(
-        **steps, size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224}
-    )
+    return transformers.BitImageProcessor(**steps, size=dict(ours.size), crop_size=dict(ours.crop_size))
 
 
 def build_model_and_image_processor(model_args: ModelArguments, config):
-    """(model, image_processor): loaded from `--model_name_or_path` (a new head if the labels differ and
-    `--ignore_mismatched_sizes`), or a new model from `config` with a new image processor."""
+    """(model, image_processor) loaded from `--model_name_or_path`, or new ones for `config`."""
     if model_args.model_name_or_path is not None:
         model = AutoModelForImageClassification.from_pretrained(
             model_args.model_name_or_path,
@@ -514,14 +496,10 @@ def derived_seed(*numbers: int) -> int:
 
 @contextlib.contextmanager
 def seeded_cpu_rng(seed: int):
-    """torch's CPU generator (which torchvision's transforms draw from) seeded inside the block, restored after it: data
-    loading leaves the model's random stream alone. (`torch.manual_seed` would reseed every accelerator, ~0.5 ms.)"""
-    state = torch.get_rng_state()
-    torch.default_generator.manual_seed(seed)
-    try:
+    """torch's CPU generator (torchvision's transforms draw from it) seeded in the block, its state restored after."""
+    with torch.random.fork_rng(devices=[]):  # the CPU only: `torch.manual_seed` would reseed every accelerator
+        torch.default_generator.manual_seed(seed)
         yield
-    finally:
-        torch.set_rng_state(state)
 
 
 # timm's rand-m<magnitude 0-10>[-n<ops>][-inc1][-mstd<std>]; inc1 needs nothing, as torchvision's posterize and
@@ -539,15 +517,12 @@ def parse_rand_augment(spec: str | None) -> tuple[int, int] | None:
             f"--rand_augment {spec} is not timm's rand-m<magnitude 0-10>[-n<ops>][-inc1] notation, e.g. rand-m9-n2"
         )
     if match["mstd"]:
-        logger.warning(
-            f"--rand_augment {spec}: {match['mstd']} ignored, torchvision's RandAugment has no magnitude noise"
-        )
+        logger.warning(f"--rand_augment {spec}: {match['mstd']} ignored, torchvision's has no magnitude noise")
     return int(match["n"] or 2), int(match["m"])
 
 
 def build_train_transform(image_processor, recipe_args: RecipeArguments) -> v2.Compose:
-    """One RGB PIL image -> (3, h, w) float by torchvision `transforms.v2`: RandomResizedCrop to the processor's size
-    with its filter, flip, RandAugment, the processor's rescale and normalization, random erasing."""
+    """One RGB PIL image -> (3, h, w) float: crop, flip, RandAugment, the processor's rescale/normalize, erasing."""
     crop_size, interpolation = crop_size_of(image_processor), pil_torch_interpolation_mapping[image_processor.resample]
     scale = (recipe_args.min_crop_scale, 1.0)
     steps = [v2.RandomResizedCrop(crop_size, scale, interpolation=interpolation), v2.RandomHorizontalFlip()]
@@ -586,26 +561,15 @@ def crop_size_of(image_processor) -> tuple[int, int]:
     return size["height"], size["width"]
 
 
-class EvalTransform:
-    """RGB images -> (3, H, W) tensors by the image processor itself: validation and test see what `pipeline` sees."""
-
-    def __init__(self, image_processor):
-        self.image_processor = image_processor
-
-    def __call__(self, images: list[np.ndarray]) -> list[torch.Tensor]:
-        pixel_values = self.image_processor(images, input_data_format="channels_last", return_tensors="pt")
-        return list(pixel_values["pixel_values"])  # B x (3, H, W)
-
-
 class ImageExamples:
     """What both datasets share: `datasets.Image` values -> {"pixel_values": (3, H, W), "labels": int}, or None with a
     warning for an unreadable image. With `train_transform`, each image draws from a generator seeded by (seed, *its
     key), and its example carries the key ("sample_key") for the batch mixing, so that a resumed run is exact."""
 
-    def __init__(self, dataset, split, image_column, label_column, eval_transform=None, train_transform=None, seed=0):
+    def __init__(self, dataset, split, image_column, label_column, image_processor=None, train_transform=None, seed=0):
         self.dataset = dataset.cast_column(image_column, datasets.Image(decode=False))
         self.split, self.image_column_name, self.label_column_name = split, image_column, label_column
-        self.eval_transform, self.train_transform, self.seed = eval_transform, train_transform, seed
+        self.image_processor, self.train_transform, self.seed = image_processor, train_transform, seed
         # the epoch in shared memory: `set_epoch` (at every epoch start) reaches persistent dataloader workers too
         self.epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
@@ -617,13 +581,14 @@ class ImageExamples:
                 logger.warning(f"Skipping unreadable image {name}: {error}")
             else:
                 images[position] = image
-        if self.train_transform is None:
-            pixel_values = dict(zip(images, self.eval_transform(list(images.values())) if images else []))
-        else:
-            pixel_values = {}
+        pixel_values = {}
+        if self.train_transform is not None:
             for position, image in images.items():
                 with seeded_cpu_rng(derived_seed(self.seed, *keys[position])):
                     pixel_values[position] = self.train_transform(PIL.Image.fromarray(image)).as_subclass(torch.Tensor)
+        elif images:  # validation and test: by the image processor itself, as `pipeline(...)` sees them
+            batch = self.image_processor(list(images.values()), input_data_format="channels_last", return_tensors="pt")
+            pixel_values = dict(zip(images, batch["pixel_values"]))
         examples = [None] * len(indices)
         for position, pixels in pixel_values.items():
             examples[position] = {"pixel_values": pixels, "labels": rows[self.label_column_name][position]}
@@ -674,8 +639,7 @@ class StreamingImageClassificationDataset(ImageExamples, torch.utils.data.Iterab
 
 
 class ImageCollator:
-    """Examples (None: unreadable, dropped) -> {"pixel_values": (B, 3, H, W), "labels": (B,) or (B, num_labels) soft
-    targets}. Training batches (with sample keys) are mixed with a generator seeded by the seed and their keys."""
+    """Examples (None: dropped) -> {"pixel_values": (B, 3, H, W), "labels": (B,) or (B, num_labels) after mixing}."""
 
     def __init__(self, batch_mix=None, seed: int = 0):
         self.batch_mix, self.seed = batch_mix, seed
@@ -684,18 +648,16 @@ class ImageCollator:
         kept = [example for example in examples if example is not None]
         if not kept:
             raise RuntimeError("Every image of a batch was unreadable (see the warnings above); use --check_images")
-        pixel_values = torch.stack([example["pixel_values"] for example in kept])
-        labels = torch.tensor([example["labels"] for example in kept])
-        keys = [example.get("sample_key") for example in kept]
-        if self.batch_mix is not None and keys[0] is not None:
-            with seeded_cpu_rng(derived_seed(self.seed, *(number for key in keys for number in key))):
-                pixel_values, labels = self.batch_mix(pixel_values, labels)
-        return {"pixel_values": pixel_values, "labels": labels}
+        batch = torch.utils.data.default_collate(kept)
+        keys = batch.pop("sample_key", None)  # training batches only: mixed by a generator seeded by seed and keys
+        if self.batch_mix is not None and keys is not None:
+            with seeded_cpu_rng(derived_seed(self.seed, *torch.stack(keys, dim=1).flatten().tolist())):
+                batch["pixel_values"], batch["labels"] = self.batch_mix(batch["pixel_values"], batch["labels"])
+        return batch
 
 
 class SoftTargetCrossEntropy:
-    """The Trainer's `compute_loss_func`: label-smoothed cross-entropy against label ids or soft targets, divided by
-    the examples of the whole accumulated batch when the Trainer counts them, as its own losses are."""
+    """The Trainer's `compute_loss_func`: label-smoothed cross-entropy against label ids or (B, num_labels) targets."""
 
     def __init__(self, label_smoothing: float = 0.0):
         self.label_smoothing = label_smoothing
@@ -707,7 +669,7 @@ class SoftTargetCrossEntropy:
         )
         if num_items_in_batch is None:
             return loss
-        # the Trainer counts label elements: num_labels per example for soft targets
+        # per example of the whole accumulated batch, as the Trainer's own losses; it counts label elements
         return loss / (num_items_in_batch / labels[0].numel())
 
 
@@ -755,8 +717,7 @@ class WeightEMA(transformers.TrainerCallback):
 
 
 class EpochCallback(transformers.TrainerCallback):
-    """Tells the training dataset the epoch at each epoch start (also after a resume, and under DDP, where
-    accelerate's own `set_epoch` does not reach the dataset)."""
+    """Tells the training dataset the epoch (also after a resume, and under DDP, where accelerate's does not)."""
 
     def __init__(self, dataset: ImageClassificationDataset):
         self.dataset = dataset
@@ -800,17 +761,14 @@ def num_examples(dataset) -> int | str:
 
 def log_run_summary(args: TrainingArguments, dataset: DatasetDict, model, image_processor, recipe_args):
     """One block with every number that identifies the run."""
-    (height, width), global_batch_size = crop_size_of(image_processor), args.train_batch_size * args.world_size
+    (height, width), accumulation = crop_size_of(image_processor), args.gradient_accumulation_steps
     logger.info(
         f"torch {torch.__version__}, torchvision {torchvision.__version__}, transformers {transformers.__version__}, "
-        f"datasets {datasets.__version__}; device {args.device}, world size {args.world_size}, dtype {model.dtype}, "
-        f"bf16={args.bf16}, fp16={args.fp16}"
-    )
-    logger.info(
-        f"model {model.config.model_type} ({model.num_parameters() / 1e6:.2f}M parameters), {model.config.num_labels} "
-        f"labels, resolution {height}x{width}, per-device batch size train {args.per_device_train_batch_size} / eval "
-        f"{args.per_device_eval_batch_size}, global train batch size {global_batch_size * args.gradient_accumulation_steps}"
-        f", learning rate {args.learning_rate:g}"
+        f"datasets {datasets.__version__}; dtype {model.dtype}, bf16={args.bf16}, fp16={args.fp16}; model "
+        f"{model.config.model_type} ({model.num_parameters() / 1e6:.2f}M parameters), {model.config.num_labels} "
+        f"labels, resolution {height}x{width}; batch size per device {args.per_device_train_batch_size} (eval "
+        f"{args.per_device_eval_batch_size}), global {args.train_batch_size * args.world_size * accumulation}, "
+        f"learning rate {args.learning_rate:g}"
     )
     recipe = ", ".join(f"{name}={getattr(recipe_args, name)}" for name in IMAGENET_RECIPE)
     logger.info(f"augmentation: flip, {recipe}, label_smoothing_factor={args.label_smoothing_factor}")
@@ -877,7 +835,7 @@ def main(args: list[str] | None = None):
 
     model, image_processor = build_model_and_image_processor(model_args, config)
     columns = (data_args.image_column_name, data_args.label_column_name)
-    kwargs = {"eval_transform": EvalTransform(image_processor), "seed": training_args.seed}
+    kwargs = {"image_processor": image_processor, "seed": training_args.seed}
     dataset_class = StreamingImageClassificationDataset if data_args.streaming else ImageClassificationDataset
     if data_args.streaming:
         kwargs["shuffle_buffer_size"] = data_args.shuffle_buffer_size
