@@ -1,9 +1,6 @@
-"""
-Train or fine-tune an image classifier with the `Trainer`, following transformers'
-`examples/pytorch/image-classification/run_image_classification.py` (same argument names and flow): Vision Big Bird
-(arXiv 2311.05988) or, with `--model_type swin|pvt_v2|convnext|vit|...`, any `AutoConfig` peer built from scratch.
-Data: `--dataset_name`, image folders, or Fashion-MNIST from the Debian package. Commands, the `--recipe imagenet`
-flags, exact resume and the output folder: docs/training.md.
+"""Train or fine-tune an image classifier with the `Trainer`, as transformers' `run_image_classification.py` example
+(same argument names and flow): Vision Big Bird, or any `AutoConfig` peer (`--model_type swin|pvt_v2|convnext|vit`).
+Data, the `--recipe imagenet` flags, exact resume, multi-GPU commands and the output folder: docs/training.md.
 
     python scripts/train_image_classification.py --model_preset tiny --image_size 32 --min_crop_scale 0.5 \
         --output_dir runs/fmnist-tiny --do_train --do_eval --do_predict --num_train_epochs 10
@@ -23,6 +20,7 @@ import datasets
 import numpy as np
 import PIL.Image
 import torch
+import torch.nn.functional as F
 import torchvision
 import transformers
 from datasets import ClassLabel, DatasetDict, load_dataset
@@ -52,9 +50,6 @@ IMAGENET_RECIPE = {
     "random_erasing_prob": 0.25,  # Swin AUG.REPROB, DeiT --reprob (mode "pixel": random normal values)
     "ema_decay": 0.0,  # Swin trains without EMA (MODEL_EMA False); DeiT's --model-ema-decay is 0.99996
 }
-# Without --recipe imagenet: the same crop, and flip, only
-NO_RECIPE = IMAGENET_RECIPE | {"rand_augment": None, "mixup_alpha": 0.0, "cutmix_alpha": 0.0}
-NO_RECIPE["random_erasing_prob"] = 0.0
 IMAGENET_TRAINING_ARGUMENTS = {
     "label_smoothing_factor": 0.1,  # Swin MODEL.LABEL_SMOOTHING, DeiT --smoothing
     "weight_decay": 0.05,  # Swin TRAIN.WEIGHT_DECAY, DeiT --weight-decay; AdamW betas (0.9, 0.999), eps 1e-8
@@ -128,16 +123,16 @@ class ModelArguments:
 
 @dataclass
 class RecipeArguments:
-    """The training recipe: augmentation, Mixup/CutMix and weight EMA. `--recipe imagenet` fills what is not given."""
+    """The training recipe: augmentation, Mixup/CutMix and weight EMA. `--recipe imagenet` sets what is not given."""
 
     recipe: str = arg("none", "imagenet: DeiT/Swin's ImageNet-1k recipe, or none.", choices=["imagenet", "none"])
-    min_crop_scale: float | None = arg(None, "Smallest area fraction of RandomResizedCrop, in (0, 1] (0.08).")
+    min_crop_scale: float = arg(0.08, "Smallest area fraction of RandomResizedCrop, in (0, 1].")
     rand_augment: str | None = arg(None, "RandAugment in timm's notation, e.g. rand-m9-n2; none: off.")
-    mixup_alpha: float | None = arg(None, "Mixup Beta(alpha, alpha); 0: off.")
-    cutmix_alpha: float | None = arg(None, "CutMix Beta(alpha, alpha); 0: off.")
-    mixup_switch_prob: float | None = arg(None, "With both Mixup and CutMix on, probability of CutMix (0.5).")
-    random_erasing_prob: float | None = arg(None, "Probability of random erasing per image; 0: off.")
-    ema_decay: float | None = arg(None, "Decay of a weight EMA, evaluated and saved; 0: off.")
+    mixup_alpha: float = arg(0.0, "Mixup Beta(alpha, alpha); 0: off.")
+    cutmix_alpha: float = arg(0.0, "CutMix Beta(alpha, alpha); 0: off.")
+    mixup_switch_prob: float = arg(0.5, "With both Mixup and CutMix on, probability of CutMix.")
+    random_erasing_prob: float = arg(0.0, "Probability of random erasing per image; 0: off.")
+    ema_decay: float = arg(0.0, "Decay of a weight EMA, evaluated and saved; 0: off.")
 
 
 def parse_args(args: list[str] | None = None):
@@ -230,18 +225,15 @@ def validate_arguments(model_args, data_args, recipe_args, training_args):
 
 
 def resolve_recipe(recipe_args: RecipeArguments, training_args: TrainingArguments, given: set[str]):
-    """Fill the recipe flags left unset (`--recipe imagenet`: its values, and its TrainingArguments unless given)."""
-    imagenet = recipe_args.recipe == "imagenet"
-    for name, value in (IMAGENET_RECIPE if imagenet else NO_RECIPE).items():
-        if getattr(recipe_args, name) is None:
-            setattr(recipe_args, name, value)
+    """`--recipe imagenet`: its values for every recipe flag and `TrainingArguments` field not given explicitly."""
     if recipe_args.rand_augment is not None and recipe_args.rand_augment.lower() == "none":
         recipe_args.rand_augment = None
-    if not imagenet:
+    if recipe_args.recipe != "imagenet":
         return
-    for name, value in IMAGENET_TRAINING_ARGUMENTS.items():
-        if name not in given and not (name == "lr_scheduler_kwargs" and "lr_scheduler_type" in given):
-            setattr(training_args, name, SchedulerType(value) if name == "lr_scheduler_type" else value)
+    for arguments, recipe in ((recipe_args, IMAGENET_RECIPE), (training_args, IMAGENET_TRAINING_ARGUMENTS)):
+        for name, value in recipe.items():
+            if name not in given and not (name == "lr_scheduler_kwargs" and "lr_scheduler_type" in given):
+                setattr(arguments, name, SchedulerType(value) if name == "lr_scheduler_type" else value)
     if "learning_rate" not in given:
         global_batch_size = training_args.per_device_train_batch_size * training_args.world_size
         global_batch_size *= training_args.gradient_accumulation_steps
@@ -268,19 +260,6 @@ def detect_last_checkpoint(training_args: TrainingArguments, overwrite_output_di
     return complete[-1] if complete else None
 
 
-def load_raw_dataset(data_args: DataTrainingArguments, cache_dir: str | None = None, token: str | None = None):
-    """A `DatasetDict` from `--dataset_name`, from image folders, or Fashion-MNIST when neither is given."""
-    kwargs = {"cache_dir": cache_dir, "streaming": data_args.streaming}
-    if data_args.dataset_name is not None:
-        return load_dataset(data_args.dataset_name, data_args.dataset_config_name, token=token, **kwargs)
-    folders = {"train": data_args.train_dir, "validation": data_args.validation_dir, "test": data_args.test_dir}
-    data_files = {split: os.path.join(folder, "**") for split, folder in folders.items() if folder is not None}
-    if data_files:
-        return load_dataset("imagefolder", data_files=data_files, **kwargs)
-    logger.info(f"No --dataset_name or image folder given: using Fashion-MNIST from {data_args.fashion_mnist_dir}")
-    return load_fashion_mnist(data_args.fashion_mnist_dir)
-
-
 def check_columns(dataset: DatasetDict, data_args: DataTrainingArguments) -> DatasetDict:
     """Check the image and label columns exist and the labels hold two classes or more; make them a `ClassLabel`."""
     features, label_column = next(iter(dataset.values())).features, data_args.label_column_name
@@ -303,18 +282,6 @@ def check_columns(dataset: DatasetDict, data_args: DataTrainingArguments) -> Dat
         raise InvalidArgument(
             f"--label_column_name {label_column} holds {len(names)} class ({names}): a classifier needs two or more"
         )
-    return dataset
-
-
-def split_validation(dataset: DatasetDict, train_val_split: float, seed: int) -> DatasetDict:
-    """Carve a validation split out of train when there is none; seeded, so every process gets the same split."""
-    if "validation" in dataset or "train" not in dataset or train_val_split <= 0:
-        return dataset
-    if isinstance(dataset["train"], datasets.IterableDataset):
-        return dataset  # a stream cannot be split at random; --do_eval then asks for a validation split
-    test_size = int(train_val_split) if train_val_split >= 1 else train_val_split
-    split = dataset["train"].train_test_split(test_size=test_size, seed=seed)
-    dataset["train"], dataset["validation"] = split["train"], split["test"]
     return dataset
 
 
@@ -367,16 +334,29 @@ def drop_unreadable_images(dataset, split: str, image_column_name: str, num_proc
 
 
 def load_image_dataset(data_args: DataTrainingArguments, seed: int, cache_dir=None, token=None, used_splits=SPLITS):
-    """Loaded, checked, validation carved out if none, capped by --max_*_samples, unreadable images of `used_splits`
-    left out (`--check_images`; Fashion-MNIST, built from arrays, needs no check)."""
-    dataset = check_columns(load_raw_dataset(data_args, cache_dir=cache_dir, token=token), data_args)
-    dataset = split_validation(dataset, data_args.train_val_split, seed)
+    """`--dataset_name`, image folders or Fashion-MNIST: checked, a validation split carved from train if none, each
+    split capped by --max_*_samples, the unreadable images of `used_splits` left out (`--check_images`)."""
+    folders = {"train": data_args.train_dir, "validation": data_args.validation_dir, "test": data_args.test_dir}
+    data_files = {split: os.path.join(folder, "**") for split, folder in folders.items() if folder is not None}
+    kwargs = {"cache_dir": cache_dir, "streaming": data_args.streaming}
+    if data_args.dataset_name is not None:
+        dataset = load_dataset(data_args.dataset_name, data_args.dataset_config_name, token=token, **kwargs)
+    elif data_files:
+        dataset = load_dataset("imagefolder", data_files=data_files, **kwargs)
+    else:
+        logger.info(f"No --dataset_name or image folder given: using Fashion-MNIST from {data_args.fashion_mnist_dir}")
+        dataset = load_fashion_mnist(data_args.fashion_mnist_dir)
+    dataset, fraction = check_columns(dataset, data_args), data_args.train_val_split
+    # seeded, the same on every process (a stream cannot be split at random: --do_eval asks it for a validation split)
+    if "validation" not in dataset and "train" in dataset and fraction > 0 and not data_args.streaming:
+        split = dataset["train"].train_test_split(test_size=int(fraction) if fraction >= 1 else fraction, seed=seed)
+        dataset["train"], dataset["validation"] = split["train"], split["test"]
     limits = [data_args.max_train_samples, data_args.max_eval_samples, data_args.max_predict_samples]
     max_samples = dict(zip(SPLITS, limits))
     splits = [split for split in SPLITS if split in dataset] + [split for split in dataset if split not in SPLITS]
     dataset = DatasetDict({split: select_samples(dataset[split], max_samples.get(split), seed) for split in splits})
-    folders = data_args.train_dir or data_args.validation_dir or data_args.test_dir
-    if data_args.check_images and not data_args.streaming and (data_args.dataset_name or folders):
+    # Fashion-MNIST, built from arrays, needs no check
+    if data_args.check_images and not data_args.streaming and (data_args.dataset_name or data_files):
         for split in [split for split in used_splits if split in dataset]:
             dataset[split] = drop_unreadable_images(
                 dataset[split], split, data_args.image_column_name, data_args.preprocessing_num_workers
@@ -579,18 +559,16 @@ class ImageExamples:
             image, error, name = try_decode_rgb(value, self.split, index)
             if error:
                 logger.warning(f"Skipping unreadable image {name}: {error}")
+            elif self.train_transform is not None:
+                with seeded_cpu_rng(derived_seed(self.seed, *keys[position])):
+                    images[position] = self.train_transform(PIL.Image.fromarray(image)).as_subclass(torch.Tensor)
             else:
                 images[position] = image
-        pixel_values = {}
-        if self.train_transform is not None:
-            for position, image in images.items():
-                with seeded_cpu_rng(derived_seed(self.seed, *keys[position])):
-                    pixel_values[position] = self.train_transform(PIL.Image.fromarray(image)).as_subclass(torch.Tensor)
-        elif images:  # validation and test: by the image processor itself, as `pipeline(...)` sees them
+        if self.train_transform is None and images:  # validation and test: the image processor, as `pipeline` does
             batch = self.image_processor(list(images.values()), input_data_format="channels_last", return_tensors="pt")
-            pixel_values = dict(zip(images, batch["pixel_values"]))
+            images = dict(zip(images, batch["pixel_values"]))
         examples = [None] * len(indices)
-        for position, pixels in pixel_values.items():
+        for position, pixels in images.items():
             examples[position] = {"pixel_values": pixels, "labels": rows[self.label_column_name][position]}
             if self.train_transform is not None:
                 examples[position]["sample_key"] = keys[position]
@@ -664,9 +642,7 @@ class SoftTargetCrossEntropy:
 
     def __call__(self, outputs, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
         logits, reduction = outputs["logits"].float(), "mean" if num_items_in_batch is None else "sum"
-        loss = torch.nn.functional.cross_entropy(
-            logits, labels, label_smoothing=self.label_smoothing, reduction=reduction
-        )
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing, reduction=reduction)
         if num_items_in_batch is None:
             return loss
         # per example of the whole accumulated batch, as the Trainer's own losses; it counts label elements
