@@ -39,8 +39,7 @@ from vision_bigbird_hf import PRESETS, VisionBigBirdImageProcessor
 
 logger = logging.getLogger(__name__)
 
-# The ImageNet-1k recipe of Swin (microsoft/Swin-Transformer config.py + configs/swin/*.yaml), whose augmentation and
-# optimizer are DeiT's (facebookresearch/deit main.py), in timm's terms.
+# Swin's ImageNet-1k recipe (microsoft/Swin-Transformer configs) with DeiT's augmentation (facebookresearch/deit)
 IMAGENET_RECIPE = {
     "min_crop_scale": 0.08,  # RandomResizedCrop scale (0.08, 1), bicubic: timm create_transform, DeiT, Swin
     "rand_augment": "rand-m9-n2",  # Swin/DeiT AUTO_AUGMENT rand-m9-mstd0.5-inc1 (torchvision has no mstd noise)
@@ -54,15 +53,14 @@ IMAGENET_TRAINING_ARGUMENTS = {
     "label_smoothing_factor": 0.1,  # Swin MODEL.LABEL_SMOOTHING, DeiT --smoothing
     "weight_decay": 0.05,  # Swin TRAIN.WEIGHT_DECAY, DeiT --weight-decay; AdamW betas (0.9, 0.999), eps 1e-8
     "max_grad_norm": 5.0,  # Swin TRAIN.CLIP_GRAD (DeiT: no clipping)
-    # cosine down to Swin TRAIN.MIN_LR 5e-6 of TRAIN.BASE_LR 5e-4 (both scaled by the batch size): 0.01 of the lr
     "lr_scheduler_type": "cosine_with_min_lr",
-    "lr_scheduler_kwargs": {"min_lr_rate": 0.01},
+    "lr_scheduler_kwargs": {"min_lr_rate": 0.01},  # down to Swin TRAIN.MIN_LR 5e-6 of TRAIN.BASE_LR 5e-4
     "warmup_steps": 20 / 300,  # Swin TRAIN.WARMUP_EPOCHS 20 of TRAIN.EPOCHS 300, as a fraction of the run
 }
 IMAGENET_LEARNING_RATE_PER_1024_IMAGES = 1e-3  # Swin TRAIN.BASE_LR 5e-4 per 512 images, DeiT --lr 5e-4 per 512
-# Stochastic depth per Vision Big Bird preset: Swin-T/S/B's MODEL.DROP_PATH_RATE (configs/swin/swin_*_patch4_window7)
-PRESET_DROP_PATH_RATE = {"tiny": 0.2, "small": 0.3, "base": 0.5}
-SPLITS = ("train", "validation", "test")
+PRESET_DROP_PATH_RATE = {"tiny": 0.2, "small": 0.3, "base": 0.5}  # Swin-T/S/B's MODEL.DROP_PATH_RATE
+SPLIT_FLAGS = {"train": "do_train", "validation": "do_eval", "test": "do_predict"}
+SPLITS = tuple(SPLIT_FLAGS)
 
 
 class InvalidArgument(ValueError):
@@ -116,7 +114,6 @@ class ModelArguments:
 
     @property
     def hub_kwargs(self) -> dict:
-        """What every `from_pretrained` (config, model, image processor) is given."""
         kwargs = {"cache_dir": self.cache_dir, "revision": self.model_revision, "token": self.token}
         return kwargs | {"trust_remote_code": self.trust_remote_code}
 
@@ -151,25 +148,11 @@ def parse_args(args: list[str] | None = None):
     return (*parser.parse_args_into_dataclasses(args=args), given)
 
 
-def setup_logging(training_args: TrainingArguments):
-    """Info logs (with transformers' and datasets') on the main process, warnings on the others, like the example."""
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", stream=sys.stdout)
-    if training_args.should_log:
-        transformers.utils.logging.set_verbosity_info()  # log_level "passive" then means info
-    log_level = training_args.get_process_log_level()
-    logger.setLevel(log_level)
-    datasets.utils.logging.set_verbosity(log_level)
-    transformers.utils.logging.set_verbosity(log_level)
-    transformers.utils.logging.enable_default_handler()
-    transformers.utils.logging.enable_explicit_format()
-
-
 def check_image_folder(flag: str, folder: str, needs_classes: bool):
     """The folder exists and holds image files; a training folder also needs two or more class sub-folders."""
     if not os.path.isdir(folder):
         raise InvalidArgument(f"{flag} {folder}: no such folder")
-    extensions = tuple(ImageFolder.EXTENSIONS)
-    class_folders = set()
+    extensions, class_folders = tuple(ImageFolder.EXTENSIONS), set()
     for root, _, files in os.walk(folder):
         if any(name.lower().endswith(extensions) for name in files):
             class_folders.add(os.path.relpath(root, folder).split(os.sep)[0])
@@ -226,8 +209,6 @@ def validate_arguments(model_args, data_args, recipe_args, training_args):
 
 def resolve_recipe(recipe_args: RecipeArguments, training_args: TrainingArguments, given: set[str]):
     """`--recipe imagenet`: its values for every recipe flag and `TrainingArguments` field not given explicitly."""
-    if recipe_args.rand_augment is not None and recipe_args.rand_augment.lower() == "none":
-        recipe_args.rand_augment = None
     if recipe_args.recipe != "imagenet":
         return
     for arguments, recipe in ((recipe_args, IMAGENET_RECIPE), (training_args, IMAGENET_TRAINING_ARGUMENTS)):
@@ -285,15 +266,6 @@ def check_columns(dataset: DatasetDict, data_args: DataTrainingArguments) -> Dat
     return dataset
 
 
-def select_samples(dataset, max_samples: int | None, seed: int):
-    """A seeded random subset of `max_samples` examples (all of them if there are fewer or `max_samples` is None)."""
-    if isinstance(dataset, datasets.IterableDataset):
-        return dataset if max_samples is None else dataset.take(max_samples)  # the first ones of the stream
-    if max_samples is None or max_samples >= len(dataset):
-        return dataset
-    return dataset.shuffle(seed=seed).select(range(max_samples))
-
-
 def decode_rgb(value: dict) -> np.ndarray:
     """A `datasets.Image` value ({"path", "bytes"}) -> (H, W, 3) uint8 RGB, converted as the image processors do."""
     return convert_to_rgb(datasets.Image().decode_example(value), return_numpy=True)
@@ -308,8 +280,9 @@ def try_decode_rgb(value: dict, split: str, index: int) -> tuple[np.ndarray | No
         return None, f"{type(error).__name__}: {error}", name
 
 
-def drop_unreadable_images(dataset, split: str, image_column_name: str, num_proc: int | None):
+def drop_unreadable_images(dataset, split: str, data_args: DataTrainingArguments):
     """Decode every image once before training; drop the ones that fail and log their count and first names."""
+    image_column_name = data_args.image_column_name
 
     def errors_and_names(values: list[dict], indices: list[int]) -> dict[str, list[str]]:
         checked = [try_decode_rgb(value, split, index)[1:] for value, index in zip(values, indices)]  # images dropped
@@ -322,7 +295,7 @@ def drop_unreadable_images(dataset, split: str, image_column_name: str, num_proc
         batched=True,
         with_indices=True,
         remove_columns=dataset.column_names,
-        num_proc=num_proc,
+        num_proc=data_args.preprocessing_num_workers,
         desc=f"Checking the {split} images",
     )
     bad = [index for index, error in enumerate(checked["error"]) if error]
@@ -351,16 +324,20 @@ def load_image_dataset(data_args: DataTrainingArguments, seed: int, cache_dir=No
     if "validation" not in dataset and "train" in dataset and fraction > 0 and not data_args.streaming:
         split = dataset["train"].train_test_split(test_size=int(fraction) if fraction >= 1 else fraction, seed=seed)
         dataset["train"], dataset["validation"] = split["train"], split["test"]
-    limits = [data_args.max_train_samples, data_args.max_eval_samples, data_args.max_predict_samples]
-    max_samples = dict(zip(SPLITS, limits))
     splits = [split for split in SPLITS if split in dataset] + [split for split in dataset if split not in SPLITS]
-    dataset = DatasetDict({split: select_samples(dataset[split], max_samples.get(split), seed) for split in splits})
+    dataset = DatasetDict({split: dataset[split] for split in splits})
+    limits = [data_args.max_train_samples, data_args.max_eval_samples, data_args.max_predict_samples]
+    for split, limit in zip(SPLITS, limits):  # a seeded random subset (of a stream: its first examples)
+        if split in dataset and limit is not None and data_args.streaming:
+            dataset[split] = dataset[split].take(limit)
+        elif split in dataset and limit is not None and limit < len(dataset[split]):
+            dataset[split] = dataset[split].shuffle(seed=seed).select(range(limit))
+    if data_args.streaming and "train" in dataset:  # shuffled in a buffer, anew for each pass (`set_epoch`)
+        dataset["train"] = dataset["train"].shuffle(seed=seed, buffer_size=data_args.shuffle_buffer_size)
     # Fashion-MNIST, built from arrays, needs no check
     if data_args.check_images and not data_args.streaming and (data_args.dataset_name or data_files):
         for split in [split for split in used_splits if split in dataset]:
-            dataset[split] = drop_unreadable_images(
-                dataset[split], split, data_args.image_column_name, data_args.preprocessing_num_workers
-            )
+            dataset[split] = drop_unreadable_images(dataset[split], split, data_args)
     return dataset
 
 
@@ -450,18 +427,15 @@ def new_image_processor(model_type: str):
 
 def build_model_and_image_processor(model_args: ModelArguments, config):
     """(model, image_processor) loaded from `--model_name_or_path`, or new ones for `config`."""
-    if model_args.model_name_or_path is not None:
-        model = AutoModelForImageClassification.from_pretrained(
-            model_args.model_name_or_path,
-            config=config,
-            ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
-            **model_args.hub_kwargs,
-        )
-    else:
+    name, hub_kwargs = model_args.model_name_or_path, model_args.hub_kwargs
+    if name is None:
         model = AutoModelForImageClassification.from_config(config)
-    processor_name = model_args.image_processor_name or model_args.model_name_or_path
+    else:
+        kwargs = {"config": config, "ignore_mismatched_sizes": model_args.ignore_mismatched_sizes, **hub_kwargs}
+        model = AutoModelForImageClassification.from_pretrained(name, **kwargs)
+    processor_name = model_args.image_processor_name or name
     if processor_name is not None:
-        image_processor = AutoImageProcessor.from_pretrained(processor_name, **model_args.hub_kwargs)
+        image_processor = AutoImageProcessor.from_pretrained(processor_name, **hub_kwargs)
     else:
         image_processor = new_image_processor(config.model_type)
     if model_args.image_size is not None:
@@ -523,12 +497,11 @@ def build_train_transform(image_processor, recipe_args: RecipeArguments) -> v2.C
 def build_batch_mix(recipe_args: RecipeArguments, num_labels: int):
     """Mixup and/or CutMix of a batch (torchvision `transforms.v2`), one picked per batch; None when both are off."""
     mixup, cutmix, switch = recipe_args.mixup_alpha, recipe_args.cutmix_alpha, recipe_args.mixup_switch_prob
-    if mixup > 0 and cutmix > 0:
-        mixes = [v2.MixUp(alpha=mixup, num_classes=num_labels), v2.CutMix(alpha=cutmix, num_classes=num_labels)]
+    mixes = [v2.MixUp(alpha=mixup, num_classes=num_labels)] if mixup > 0 else []
+    mixes += [v2.CutMix(alpha=cutmix, num_classes=num_labels)] if cutmix > 0 else []
+    if len(mixes) == 2:
         return v2.RandomChoice(mixes, p=[1 - switch, switch])
-    if mixup > 0:
-        return v2.MixUp(alpha=mixup, num_classes=num_labels)
-    return v2.CutMix(alpha=cutmix, num_classes=num_labels) if cutmix > 0 else None
+    return mixes[0] if mixes else None
 
 
 def crop_size_of(image_processor) -> tuple[int, int]:
@@ -536,15 +509,12 @@ def crop_size_of(image_processor) -> tuple[int, int]:
     crop_size, size = getattr(image_processor, "crop_size", None), image_processor.size
     if getattr(image_processor, "do_center_crop", False) and crop_size is not None:
         return crop_size["height"], crop_size["width"]
-    if "shortest_edge" in size:
-        return size["shortest_edge"], size["shortest_edge"]
-    return size["height"], size["width"]
+    return (size["shortest_edge"],) * 2 if "shortest_edge" in size else (size["height"], size["width"])
 
 
 class ImageExamples:
-    """What both datasets share: `datasets.Image` values -> {"pixel_values": (3, H, W), "labels": int}, or None with a
-    warning for an unreadable image. With `train_transform`, each image draws from a generator seeded by (seed, *its
-    key), and its example carries the key ("sample_key") for the batch mixing, so that a resumed run is exact."""
+    """Both datasets: `datasets.Image` values -> {"pixel_values": (3, H, W), "labels": int} (None if unreadable); with
+    `train_transform`, augmented by a generator seeded by (seed, *key), the key kept as "sample_key" for mixing."""
 
     def __init__(self, dataset, split, image_column, label_column, image_processor=None, train_transform=None, seed=0):
         self.dataset = dataset.cast_column(image_column, datasets.Image(decode=False))
@@ -588,18 +558,12 @@ class ImageClassificationDataset(ImageExamples, torch.utils.data.Dataset):
         return self.__getitems__([index])[0]
 
     def __getitems__(self, indices: list[int]) -> list[dict | None]:
-        epoch = int(self.epoch)
-        return self.examples(self.dataset[list(indices)], indices, [(epoch, index) for index in indices])
+        return self.examples(self.dataset[list(indices)], indices, [(int(self.epoch), index) for index in indices])
 
 
 class StreamingImageClassificationDataset(ImageExamples, torch.utils.data.IterableDataset):
-    """A streamed split; for training, shuffled in a buffer and cycled (one endless epoch of --max_steps), example i
-    of pass p in dataloader worker w seeded by (seed, p, w, i): a resume re-reads the stream to the same pixels."""
-
-    def __init__(self, *args, shuffle_buffer_size: int = 1000, **kwargs):
-        super().__init__(*args, **kwargs)
-        if self.train_transform is not None:
-            self.dataset = self.dataset.shuffle(seed=self.seed, buffer_size=shuffle_buffer_size)
+    """A streamed split; for training, cycled (one endless epoch of --max_steps), example i of pass p in dataloader
+    worker w seeded by (seed, p, w, i): a resume re-reads the stream to the same pixels."""
 
     def __iter__(self):
         worker = torch.utils.data.get_worker_info()
@@ -608,7 +572,7 @@ class StreamingImageClassificationDataset(ImageExamples, torch.utils.data.Iterab
             self.dataset.set_epoch(pass_index)  # reshuffles shards and buffer with seed + pass
             position = -1
             for position, example in enumerate(self.dataset):
-                rows = {name: [value] for name, value in example.items()}
+                rows = {name: [value] for name, value in example.items()}  # a batch of one
                 [result] = self.examples(rows, [position], [(pass_index, worker_id, position)])
                 if result is not None:
                     yield result
@@ -651,8 +615,7 @@ class SoftTargetCrossEntropy:
 
 def compute_metrics(eval_prediction) -> dict[str, float]:
     """The Trainer's `compute_metrics`: logits (N, num_labels) and label ids (N,) -> {"accuracy": ...}."""
-    predictions = np.argmax(eval_prediction.predictions, axis=1)
-    return {"accuracy": float(np.mean(predictions == eval_prediction.label_ids))}
+    return {"accuracy": float(np.mean(np.argmax(eval_prediction.predictions, axis=1) == eval_prediction.label_ids))}
 
 
 class WeightEMA(transformers.TrainerCallback):
@@ -665,9 +628,6 @@ class WeightEMA(transformers.TrainerCallback):
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         self.averaged.update_parameters(model)
-
-    def save(self, folder: str):
-        torch.save(self.averaged.state_dict(), os.path.join(folder, self.file_name))
 
     def load(self, folder: str):
         path = os.path.join(folder, self.file_name)
@@ -727,7 +687,7 @@ class ImageClassificationTrainer(Trainer):
         if self.ema is not None and self.args.should_save:
             folder = os.path.join(self.args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
             os.makedirs(folder, exist_ok=True)
-            self.ema.save(folder)
+            torch.save(self.ema.averaged.state_dict(), os.path.join(folder, WeightEMA.file_name))
         super()._save_checkpoint(model, trial)
 
 
@@ -735,51 +695,18 @@ def num_examples(dataset) -> int | str:
     return len(dataset) if hasattr(dataset, "__len__") else "streamed"
 
 
-def log_run_summary(args: TrainingArguments, dataset: DatasetDict, model, image_processor, recipe_args):
-    """One block with every number that identifies the run."""
-    (height, width), accumulation = crop_size_of(image_processor), args.gradient_accumulation_steps
-    logger.info(
-        f"torch {torch.__version__}, torchvision {torchvision.__version__}, transformers {transformers.__version__}, "
-        f"datasets {datasets.__version__}; dtype {model.dtype}, bf16={args.bf16}, fp16={args.fp16}; model "
-        f"{model.config.model_type} ({model.num_parameters() / 1e6:.2f}M parameters), {model.config.num_labels} "
-        f"labels, resolution {height}x{width}; batch size per device {args.per_device_train_batch_size} (eval "
-        f"{args.per_device_eval_batch_size}), global {args.train_batch_size * args.world_size * accumulation}, "
-        f"learning rate {args.learning_rate:g}"
-    )
-    recipe = ", ".join(f"{name}={getattr(recipe_args, name)}" for name in IMAGENET_RECIPE)
-    logger.info(f"augmentation: flip, {recipe}, label_smoothing_factor={args.label_smoothing_factor}")
-    logger.info("splits: " + ", ".join(f"{split} {num_examples(data)}" for split, data in dataset.items()))
-
-
-def run(trainer: ImageClassificationTrainer, training_args, dataset: dict, image_processor, checkpoint: str | None):
-    """Train (resuming from `checkpoint`), evaluate on validation and test as asked; save model, processor, metrics."""
-    results = {}
-    if training_args.do_train:
-        if checkpoint is not None:
-            logger.info(f"Resuming training from {checkpoint}")
-            if trainer.ema is not None:
-                trainer.ema.load(checkpoint)
-        train_result = trainer.train(resume_from_checkpoint=checkpoint)
-        if trainer.ema is not None:
-            trainer.ema.copy_to(trainer.model)  # the averaged weights are the model saved and evaluated
-        trainer.save_model()
-        if trainer.is_world_process_zero():
-            image_processor.save_pretrained(training_args.output_dir)
-        trainer.save_state()
-        results["train"] = {**train_result.metrics, "train_samples": num_examples(dataset["train"])}
-    if training_args.do_eval:
-        results["eval"] = {**trainer.evaluate(), "eval_samples": num_examples(dataset["validation"])}
-    if training_args.do_predict:
-        metrics = trainer.predict(dataset["test"], metric_key_prefix="test").metrics
-        results["test"] = {**metrics, "test_samples": num_examples(dataset["test"])}
-    for split, metrics in results.items():
-        trainer.log_metrics(split, metrics)
-        trainer.save_metrics(split, metrics)
-
-
 def main(args: list[str] | None = None):
     model_args, data_args, recipe_args, training_args, given = parse_args(args)
-    setup_logging(training_args)
+    # like the example: info logs (with transformers' and datasets') on the main process, warnings on the others
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", stream=sys.stdout)
+    if training_args.should_log:
+        transformers.utils.logging.set_verbosity_info()  # log_level "passive" then means info
+    log_level = training_args.get_process_log_level()
+    logger.setLevel(log_level)
+    datasets.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.enable_default_handler()
+    transformers.utils.logging.enable_explicit_format()
     logger.warning(
         f"Process rank: {training_args.process_index}, world size: {training_args.world_size}, device: "
         f"{training_args.device}, n_gpu: {training_args.n_gpu}, distributed training: "
@@ -798,28 +725,35 @@ def main(args: list[str] | None = None):
     transformers.set_seed(training_args.seed)
 
     # The main process builds the dataset cache first; the others then read it instead of racing to write it.
-    used_splits = {"do_train": "train", "do_eval": "validation", "do_predict": "test"}
-    used_splits = {flag: split for flag, split in used_splits.items() if getattr(training_args, flag)}
+    used_splits = [split for split, flag in SPLIT_FLAGS.items() if getattr(training_args, flag)]
     with training_args.main_process_first(desc="loading and checking the dataset"):
         dataset = load_image_dataset(
-            data_args, training_args.seed, model_args.cache_dir, model_args.token, list(used_splits.values())
+            data_args, training_args.seed, model_args.cache_dir, model_args.token, used_splits
         )
-    for flag, split in used_splits.items():
-        if split not in dataset:
-            raise InvalidArgument(f"--{flag} requires a {split} split; the dataset has {sorted(dataset)}")
+    for split in [split for split in used_splits if split not in dataset]:
+        raise InvalidArgument(f"--{SPLIT_FLAGS[split]} requires a {split} split; the dataset has {sorted(dataset)}")
     set_labels(config, next(iter(dataset.values())).features[data_args.label_column_name].names)
 
     model, image_processor = build_model_and_image_processor(model_args, config)
     columns = (data_args.image_column_name, data_args.label_column_name)
     kwargs = {"image_processor": image_processor, "seed": training_args.seed}
     dataset_class = StreamingImageClassificationDataset if data_args.streaming else ImageClassificationDataset
-    if data_args.streaming:
-        kwargs["shuffle_buffer_size"] = data_args.shuffle_buffer_size
     splits = {}
     for split in [split for split in SPLITS if split in dataset]:
         augment = build_train_transform(image_processor, recipe_args) if split == "train" else None
         splits[split] = dataset_class(dataset[split], split, *columns, train_transform=augment, **kwargs)
-    log_run_summary(training_args, dataset, model, image_processor, recipe_args)
+    (height, width), batch_size = crop_size_of(image_processor), training_args.per_device_train_batch_size
+    world_batch_size = batch_size * training_args.world_size * training_args.gradient_accumulation_steps
+    logger.info(
+        f"torch {torch.__version__}, torchvision {torchvision.__version__}, transformers {transformers.__version__}, "
+        f"datasets {datasets.__version__}; model {config.model_type} ({model.num_parameters() / 1e6:.2f}M parameters, "
+        f"{model.dtype}), {config.num_labels} labels, resolution {height}x{width}; batch size per device {batch_size} "
+        f"(eval {training_args.per_device_eval_batch_size}), global {world_batch_size}, learning rate "
+        f"{training_args.learning_rate:g}"
+    )
+    recipe = ", ".join(f"{name}={getattr(recipe_args, name)}" for name in IMAGENET_RECIPE)
+    logger.info(f"augmentation: flip, {recipe}, label_smoothing_factor={training_args.label_smoothing_factor}")
+    logger.info("splits: " + ", ".join(f"{split} {num_examples(data)}" for split, data in dataset.items()))
 
     # The image column only becomes pixel_values in the dataset: the Trainer must not drop it beforehand.
     training_args.remove_unused_columns = False
@@ -836,7 +770,29 @@ def main(args: list[str] | None = None):
     )
     if training_args.do_train and not data_args.streaming:
         trainer.add_callback(EpochCallback(splits["train"]))
-    run(trainer, training_args, splits, image_processor, training_args.resume_from_checkpoint or last_checkpoint)
+    last_checkpoint = training_args.resume_from_checkpoint or last_checkpoint
+    results = {}
+    if training_args.do_train:
+        if last_checkpoint is not None:
+            logger.info(f"Resuming training from {last_checkpoint}")
+            if trainer.ema is not None:
+                trainer.ema.load(last_checkpoint)
+        train_result = trainer.train(resume_from_checkpoint=last_checkpoint)
+        if trainer.ema is not None:
+            trainer.ema.copy_to(trainer.model)  # the averaged weights are the model saved and evaluated
+        trainer.save_model()
+        if trainer.is_world_process_zero():
+            image_processor.save_pretrained(training_args.output_dir)
+        trainer.save_state()
+        results["train"] = {**train_result.metrics, "train_samples": num_examples(splits["train"])}
+    if training_args.do_eval:
+        results["eval"] = {**trainer.evaluate(), "eval_samples": num_examples(splits["validation"])}
+    if training_args.do_predict:
+        metrics = trainer.predict(splits["test"], metric_key_prefix="test").metrics
+        results["test"] = {**metrics, "test_samples": num_examples(splits["test"])}
+    for split, metrics in results.items():
+        trainer.log_metrics(split, metrics)
+        trainer.save_metrics(split, metrics)
 
     folders = data_args.train_dir or data_args.validation_dir or data_args.test_dir
     dataset_name = data_args.dataset_name or ("imagefolder" if folders else "fashion_mnist")
