@@ -67,8 +67,7 @@ class InvalidArgument(ValueError):
     """A command-line value the script refuses; the message names the flag, path or value and what to do."""
 
 
-def arg(default, help_text: str, **metadata):
-    """A dataclass field with its command-line help (`HfArgumentParser` reads the metadata)."""
+def arg(default, help_text: str, **metadata):  # a dataclass field with its --help text, as HfArgumentParser reads it
     return field(default=default, metadata={"help": help_text, **metadata})
 
 
@@ -132,38 +131,19 @@ class RecipeArguments:
     ema_decay: float = arg(0.0, "Decay of a weight EMA, evaluated and saved; 0: off.")
 
 
-def parse_args(args: list[str] | None = None):
-    """Flags, or a single .json file of them -> the four argument dataclasses and the names given explicitly."""
-    args = sys.argv[1:] if args is None else args
-    # Under torchrun without GPU/accelerator, accelerate only sets up multi-process (gloo) training when told to use
-    # the CPU (as `accelerate launch --cpu` does); otherwise every process silently trains alone on the whole dataset.
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available():
-        os.environ.setdefault("ACCELERATE_USE_CPU", "true")
-    parser = transformers.HfArgumentParser((ModelArguments, DataTrainingArguments, RecipeArguments, TrainingArguments))
-    if len(args) == 1 and args[0].endswith(".json"):
-        with open(args[0]) as file:
-            given = set(json.load(file))
-        return (*parser.parse_json_file(json_file=os.path.abspath(args[0])), given)
-    given = {word[2:].split("=")[0].replace("-", "_") for word in args if word.startswith("--")}
-    return (*parser.parse_args_into_dataclasses(args=args), given)
-
-
 def check_image_folder(flag: str, folder: str, needs_classes: bool):
     """The folder exists and holds image files; a training folder also needs two or more class sub-folders."""
     if not os.path.isdir(folder):
         raise InvalidArgument(f"{flag} {folder}: no such folder")
-    extensions, class_folders = tuple(ImageFolder.EXTENSIONS), set()
+    extensions, classes = tuple(ImageFolder.EXTENSIONS), set()
     for root, _, files in os.walk(folder):
         if any(name.lower().endswith(extensions) for name in files):
-            class_folders.add(os.path.relpath(root, folder).split(os.sep)[0])
-            if not needs_classes or len(class_folders) >= 2:
+            classes.add(os.path.relpath(root, folder).split(os.sep)[0])
+            if not needs_classes or len(classes) >= 2:
                 return
-    if not class_folders:
+    if not classes:
         raise InvalidArgument(f"{flag} {folder} holds no image files ({', '.join(extensions[:6])}, ...)")
-    raise InvalidArgument(
-        f"{flag} {folder} has images of one class only ({class_folders.pop()!r}): put each class in its own "
-        "sub-folder, at least two classes"
-    )
+    raise InvalidArgument(f"{flag} {folder} has images of one class only ({classes.pop()!r}): a sub-folder per class")
 
 
 AT_LEAST_ONE = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps")
@@ -254,8 +234,7 @@ def check_columns(dataset: DatasetDict, data_args: DataTrainingArguments) -> Dat
     if not isinstance(features[label_column], ClassLabel):
         if data_args.streaming:
             raise InvalidArgument(
-                f"--streaming needs --label_column_name {label_column} to be a ClassLabel (class ids with names); "
-                "this one holds raw values, which can only be encoded without --streaming"
+                f"--streaming needs --label_column_name {label_column} to be a ClassLabel: leave --streaming out"
             )
         dataset = dataset.class_encode_column(label_column)
     names = next(iter(dataset.values())).features[label_column].names
@@ -282,16 +261,15 @@ def try_decode_rgb(value: dict, split: str, index: int) -> tuple[np.ndarray | No
 
 def drop_unreadable_images(dataset, split: str, data_args: DataTrainingArguments):
     """Decode every image once before training; drop the ones that fail and log their count and first names."""
-    image_column_name = data_args.image_column_name
 
     def errors_and_names(values: list[dict], indices: list[int]) -> dict[str, list[str]]:
         checked = [try_decode_rgb(value, split, index)[1:] for value, index in zip(values, indices)]  # images dropped
         return {"error": [error for error, _ in checked], "name": [name for _, name in checked]}
 
-    undecoded = dataset.cast_column(image_column_name, datasets.Image(decode=False))
+    undecoded = dataset.cast_column(data_args.image_column_name, datasets.Image(decode=False))
     checked = undecoded.map(
         errors_and_names,
-        input_columns=image_column_name,
+        input_columns=data_args.image_column_name,
         batched=True,
         with_indices=True,
         remove_columns=dataset.column_names,
@@ -384,12 +362,10 @@ def build_config(model_args: ModelArguments, recipe_args: RecipeArguments):
 
 def check_image_size(image_size: int | None, config):
     """Refuse an image side below the model's total downsampling (when known for its model type)."""
-    if config.model_type == "vision_bigbird":
-        minimum = 4 * 2 ** (len(config.depths) - 1)  # 4x4 stem, then 2x per later stage (the model's own check)
+    if config.model_type in ("vision_bigbird", "swin", "swinv2", "convnext", "convnextv2"):
+        minimum = getattr(config, "patch_size", 4) * 2 ** (len(config.depths) - 1)  # stem (ours: 4), then 2x a stage
     elif config.model_type == "pvt_v2":
         minimum = math.prod(config.strides)
-    elif config.model_type in ("swin", "swinv2", "convnext", "convnextv2"):
-        minimum = config.patch_size * 2 ** (len(config.depths) - 1)
     else:
         minimum = getattr(config, "patch_size", None)  # ViT-like, unknown otherwise
     if image_size is not None and isinstance(minimum, int) and image_size < minimum:
@@ -403,8 +379,7 @@ def set_labels(config, labels: list[str]):
     config.id2label = dict(enumerate(labels))
     config.label2id = {label: index for index, label in enumerate(labels)}
     config.finetuning_task = "image-classification"
-    # Mixup/CutMix labels are float: transformers would pick multi-label BCE for them from the labels' dtype.
-    config.problem_type = "single_label_classification"
+    config.problem_type = "single_label_classification"  # not multi-label BCE for the float labels of Mixup/CutMix
 
 
 def override_image_size(image_processor, image_size: int):
@@ -456,8 +431,7 @@ def seeded_cpu_rng(seed: int):
         yield
 
 
-# timm's rand-m<magnitude 0-10>[-n<ops>][-inc1][-mstd<std>]; inc1 needs nothing, as torchvision's posterize and
-# solarize already grow with the magnitude
+# timm's rand-m<0-10>[-n<ops>][-inc1][-mstd<std>]; inc1 is how torchvision's posterize and solarize already grow
 RAND_AUGMENT = re.compile(r"rand(?:-m0*(?P<m>10|\d)|-n(?P<n>0*[1-9]\d*)|-inc1|-(?P<mstd>mstd[\d.]*))*")
 
 
@@ -566,8 +540,7 @@ class StreamingImageClassificationDataset(ImageExamples, torch.utils.data.Iterab
     worker w seeded by (seed, p, w, i): a resume re-reads the stream to the same pixels."""
 
     def __iter__(self):
-        worker = torch.utils.data.get_worker_info()
-        worker_id = worker.id if worker is not None else 0
+        worker_id = getattr(torch.utils.data.get_worker_info(), "id", 0)  # None in the main process
         for pass_index in itertools.count() if self.train_transform is not None else [0]:
             self.dataset.set_epoch(pass_index)  # reshuffles shards and buffer with seed + pass
             position = -1
@@ -646,10 +619,8 @@ class WeightEMA(transformers.TrainerCallback):
         """The averaged weights in `model` inside the block, its live weights back after it."""
         live = [parameter.detach().clone() for parameter in model.parameters()]
         self.copy_to(model)
-        try:
-            yield
-        finally:
-            self.copy_to(model, live)
+        yield
+        self.copy_to(model, live)
 
 
 class EpochCallback(transformers.TrainerCallback):
@@ -671,15 +642,12 @@ class ImageClassificationTrainer(Trainer):
         if self.ema is not None:
             self.add_callback(self.ema)
 
-    def ema_weights(self):
-        return self.ema.swapped_into(self.model) if self.ema is not None else contextlib.nullcontext()
-
     def evaluate(self, *args, **kwargs):
-        with self.ema_weights():
+        with self.ema.swapped_into(self.model) if self.ema else contextlib.nullcontext():
             return super().evaluate(*args, **kwargs)
 
     def predict(self, *args, **kwargs):
-        with self.ema_weights():
+        with self.ema.swapped_into(self.model) if self.ema else contextlib.nullcontext():
             return super().predict(*args, **kwargs)
 
     def _save_checkpoint(self, model, trial):
@@ -696,11 +664,22 @@ def num_examples(dataset) -> int | str:
 
 
 def main(args: list[str] | None = None):
-    model_args, data_args, recipe_args, training_args, given = parse_args(args)
-    # like the example: info logs (with transformers' and datasets') on the main process, warnings on the others
+    args = sys.argv[1:] if args is None else args
+    # Under torchrun without GPU/accelerator, accelerate only sets up multi-process (gloo) training when told to use
+    # the CPU (as `accelerate launch --cpu` does); otherwise every process silently trains alone on the whole dataset.
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available():
+        os.environ.setdefault("ACCELERATE_USE_CPU", "true")
+    parser = transformers.HfArgumentParser((ModelArguments, DataTrainingArguments, RecipeArguments, TrainingArguments))
+    if len(args) == 1 and args[0].endswith(".json"):
+        with open(args[0]) as file:
+            given = set(json.load(file))  # the names given explicitly: the recipe leaves them
+        model_args, data_args, recipe_args, training_args = parser.parse_json_file(json_file=os.path.abspath(args[0]))
+    else:
+        given = {word[2:].split("=")[0].replace("-", "_") for word in args if word.startswith("--")}
+        model_args, data_args, recipe_args, training_args = parser.parse_args_into_dataclasses(args=args)
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", stream=sys.stdout)
     if training_args.should_log:
-        transformers.utils.logging.set_verbosity_info()  # log_level "passive" then means info
+        transformers.utils.logging.set_verbosity_info()  # info logs on the main process unless --log_level says
     log_level = training_args.get_process_log_level()
     logger.setLevel(log_level)
     datasets.utils.logging.set_verbosity(log_level)
