@@ -100,7 +100,7 @@ class ModelArguments:
 
     model_name_or_path: str | None = arg(None, "A saved model folder or Hub model id to fine-tune.")
     model_type: str = arg("vision_bigbird", "Type of a new model (`AutoConfig.for_model`), e.g. swin, pvt_v2, vit.")
-    model_preset: str | None = arg(None, "Vision Big Bird size of a new model (tiny).", choices=sorted(PRESETS))
+    model_preset: str | None = arg(None, "Size of a new Vision Big Bird (None: tiny).", choices=sorted(PRESETS))
     config_overrides: str | None = arg(None, "A JSON object set on the new config, e.g. '{\"depths\": [1, 1, 1, 1]}'.")
     config_name: str | None = arg(None, "Pretrained config name or path if not the same as model_name.")
     image_processor_name: str | None = arg(None, "Image processor name or path (default: the model's, or a new one).")
@@ -498,21 +498,22 @@ class ImageExamples:
         self.epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
     def examples(self, rows: dict[str, list], indices: list[int], keys: list[tuple]) -> list[dict | None]:
-        images = {}
+        pixel_values = {}  # position in the batch -> (3, H, W), or the RGB image until the processor has run
         for position, (value, index) in enumerate(zip(rows[self.image_column_name], indices)):
             image, error, name = try_decode_rgb(value, self.split, index)
             if error:
                 logger.warning(f"Skipping unreadable image {name}: {error}")
             elif self.train_transform is not None:
                 with seeded_cpu_rng(derived_seed(self.seed, *keys[position])):
-                    images[position] = self.train_transform(PIL.Image.fromarray(image)).as_subclass(torch.Tensor)
+                    pixel_values[position] = self.train_transform(PIL.Image.fromarray(image)).as_subclass(torch.Tensor)
             else:
-                images[position] = image
-        if self.train_transform is None and images:  # validation and test: the image processor, as `pipeline` does
-            batch = self.image_processor(list(images.values()), input_data_format="channels_last", return_tensors="pt")
-            images = dict(zip(images, batch["pixel_values"]))
+                pixel_values[position] = image
+        if self.train_transform is None and pixel_values:  # validation and test: the processor, as `pipeline` does
+            images = list(pixel_values.values())
+            batch = self.image_processor(images, input_data_format="channels_last", return_tensors="pt")
+            pixel_values = dict(zip(pixel_values, batch["pixel_values"]))
         examples = [None] * len(indices)
-        for position, pixels in images.items():
+        for position, pixels in pixel_values.items():
             examples[position] = {"pixel_values": pixels, "labels": rows[self.label_column_name][position]}
             if self.train_transform is not None:
                 examples[position]["sample_key"] = keys[position]
@@ -704,12 +705,10 @@ def main(args: list[str] | None = None):
     transformers.set_seed(training_args.seed)
 
     # The main process builds the dataset cache first; the others then read it instead of racing to write it.
-    used_splits = [split for split, flag in SPLIT_FLAGS.items() if getattr(training_args, flag)]
+    needed = [split for split, flag in SPLIT_FLAGS.items() if getattr(training_args, flag)]
     with training_args.main_process_first(desc="loading and checking the dataset"):
-        dataset = load_image_dataset(
-            data_args, training_args.seed, model_args.cache_dir, model_args.token, used_splits
-        )
-    for split in [split for split in used_splits if split not in dataset]:
+        dataset = load_image_dataset(data_args, training_args.seed, model_args.cache_dir, model_args.token, needed)
+    for split in [split for split in needed if split not in dataset]:
         raise InvalidArgument(f"--{SPLIT_FLAGS[split]} requires a {split} split; the dataset has {sorted(dataset)}")
     set_labels(config, next(iter(dataset.values())).features[data_args.label_column_name].names)
 
