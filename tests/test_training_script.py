@@ -166,8 +166,11 @@ def test_every_mode_becomes_the_rgb_the_image_processor_makes(tmp_path):
         image.save(path)
         decoded = script.decode_rgb({"path": str(path), "bytes": None})
         expected = image_processor(Image.open(path), return_tensors="pt")["pixel_values"][0]
-        actual = script.EvalTransform(image_processor)([decoded])[0]
-        torch.testing.assert_close(actual, expected, rtol=0, atol=0, msg=name)
+        # the evaluation path of the script: decoded, then the image processor
+        rows = script.datasets.Dataset.from_dict({"image": [str(path)], "label": [0]})
+        rows = rows.cast_column("image", script.datasets.Image())
+        evaluation = script.ImageClassificationDataset(rows, "validation", "image", "label", image_processor)
+        torch.testing.assert_close(evaluation[0]["pixel_values"], expected, rtol=0, atol=0, msg=name)
         assert decoded.shape[2] == 3 and decoded.dtype == np.uint8
     rgba = script.decode_rgb({"path": str(tmp_path / "rgba.png"), "bytes": None})
     assert (rgba[:10] == 255).all()  # composited onto white, not the colors hidden under alpha 0 (convert("RGB"))
@@ -238,7 +241,7 @@ def test_train_transform_normalizes_like_the_processor():
     expected = (torch.tensor([51, 102, 204]) / 255 - torch.tensor(image_processor.image_mean)) / torch.tensor(
         image_processor.image_std
     )
-    for pixel_values in [train_transform(gray), script.EvalTransform(image_processor)([np.array(gray)])[0]]:
+    for pixel_values in [train_transform(gray), image_processor(gray, return_tensors="pt")["pixel_values"][0]]:
         assert pixel_values.shape == (3, 32, 32)
         torch.testing.assert_close(pixel_values, expected[:, None, None].expand(3, 32, 32), atol=1e-5, rtol=0)
 
@@ -260,7 +263,7 @@ def test_peer_image_processor_makes_the_same_pixels_as_ours():
 def test_compute_metrics_is_accuracy():
     logits = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
     eval_prediction = EvalPrediction(predictions=logits, label_ids=np.array([0, 1, 1, 1]))
-    assert script.build_compute_metrics()(eval_prediction) == {"accuracy": 0.75}
+    assert script.compute_metrics(eval_prediction) == {"accuracy": 0.75}
 
 
 def test_dataset_name_with_other_columns_string_labels_and_split_count(tmp_path):
