@@ -620,8 +620,10 @@ class WeightEMA(transformers.TrainerCallback):
         """The averaged weights in `model` inside the block, its live weights back after it."""
         live = [parameter.detach().clone() for parameter in model.parameters()]
         self.copy_to(model)
-        yield
-        self.copy_to(model, live)
+        try:
+            yield
+        finally:  # also when evaluation raises, so training never goes on from the averaged weights
+            self.copy_to(model, live)
 
 
 class EpochCallback(transformers.TrainerCallback):
