@@ -1,75 +1,61 @@
-"""Speed and memory of Vision Big Bird tiny (arXiv 2311.05988) next to Swin-T, PVTv2-b2, ViT-S/16 and ConvNeXt-T,
-on the CPU or a CUDA GPU.
+"""Speed and memory of Vision Big Bird tiny (arXiv 2311.05988) next to Swin-T, PVTv2-b2, ViT-S/16 and ConvNeXt-T on
+the CPU or a CUDA GPU; `--compile`, `--export` and `--profile` add torch.compile, torch.export and profiles. Writes
+`benchmark_results.json` and `.md` into `--output_dir`, every timing into `--raw_json`; docs/benchmarks.md says what
+is measured and how.
 
-    python scripts/benchmark.py --device cpu --threads 1 --compile --export --profile --output_dir docs  # recorded
-    python scripts/benchmark.py --device cpu --threads 1 --quick                           # smoke run, runs/benchmark
-    python scripts/benchmark.py --device cuda --output_dir runs/benchmark-cuda
-
-Every model is built from its configuration (random weights, 1000 labels, no downloads), with sdpa attention where
-it supports it, moved with `model.to(memory_format=torch.channels_last)` (inputs too), in eval mode under
-`torch.inference_mode` except for the training step. Models are called round by round (A B C A B C ...) after
-warm-up rounds, so drift of a shared machine hits all alike; numbers are medians with min-max. CPU calls are timed
-with `time.perf_counter`, CUDA calls with CUDA events after `torch.cuda.synchronize()`.
-
-Measured: parameters (`model.num_parameters()`), forward GMACs (`FlopCounterMode` with the CPU SDPA kernel counted,
-`scripts/model_cost.py`); throughput in float32 and bfloat16 autocast, in the same rounds as a square matmul of each
-dtype (CPU: batch 8; CUDA: the largest batch up to 256 that fits); a training step (forward, backward, AdamW);
-batch-1 latency and peak memory per resolution (CPU: VmHWM - VmRSS of one forward in a fresh process; CUDA:
-`torch.cuda.max_memory_allocated` minus what was allocated before); the fraction of the matmul rate each forward
-reaches; the SDPA kernel each attention call runs. `--compile`: graph breaks, compile time per new input size and
-the speedup (default, inductor freezing); `--export`: a dynamic-shape `torch.export` program against eager;
-`--profile`: self time per op and time per module class of batch-1 forwards. Writes `benchmark_results.json` and
-the whole `benchmark_results.md` into `--output_dir`, every single timing into `--raw_json`.
+    python scripts/benchmark.py --device cpu --threads 1 --compile --export --profile --output_dir docs
 """
 
 import ctypes
+import functools
 import gc
 import json
+import multiprocessing
 import os
-import platform
+import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import transformers
-from torch import nn
+from model_cost import SWIN_SIZES, count_forward_flops
 from transformers import AutoConfig, AutoModelForImageClassification, HfArgumentParser
 
-from model_cost import SWIN_SIZES, count_forward_flops
-from vision_bigbird_hf import VisionBigBirdConfig, VisionBigBirdForImageClassification
+from vision_bigbird_hf.configuration_vision_bigbird import PRESETS  # the package registers its Auto classes
 
-
-DROP_PATH_RATE = 0.1  # where a model has stochastic depth, so the training step does the same work everywhere
-PEERS = {  # name -> (AutoConfig model type, configuration), each of Vision Big Bird tiny's size
+MODELS = {  # name -> (AutoConfig model type, configuration): Vision Big Bird tiny and peers of its size
+    "VBB-T": ("vision_bigbird", PRESETS["tiny"]),
     "Swin-T": ("swin", SWIN_SIZES["tiny"]),
-    "PVTv2-b2": ("pvt_v2", {"hidden_sizes": [64, 128, 320, 512], "depths": [3, 4, 6, 3],
-                            "num_attention_heads": [1, 2, 5, 8], "sr_ratios": [8, 4, 2, 1],
-                            "mlp_ratios": [8, 8, 4, 4]}),
-    "ViT-S/16": ("vit", {"hidden_size": 384, "num_hidden_layers": 12, "num_attention_heads": 6,
-                         "intermediate_size": 1536, "patch_size": 16, "image_size": 224}),
+    # heads 1-2-5-8, spatial reductions 8-4-2-1 and MLP ratios 8-8-4-4 are PvtV2Config's defaults (b0 to b2)
+    "PVTv2-b2": ("pvt_v2", {"hidden_sizes": [64, 128, 320, 512], "depths": [3, 4, 6, 3]}),
+    # DeiT-small geometry; 12 layers, patch 16 and image size 224 are ViTConfig's defaults
+    "ViT-S/16": ("vit", {"hidden_size": 384, "num_attention_heads": 6, "intermediate_size": 1536}),
     "ConvNeXt-T": ("convnext", {"hidden_sizes": [96, 192, 384, 768], "depths": [3, 3, 9, 3]}),
 }
-MODEL_NAMES = ["VBB-T", *PEERS]
+DROP_PATH_RATE = 0.1  # where a model has stochastic depth, so the training step does the same work everywhere
 REFERENCE = "Swin-T"
+DTYPES = ("float32", "bfloat16")
 MATMUL_SIZE = {"cpu": 2048, "cuda": 8192}
+MEMORY_METHOD = {
+    "cpu": "VmHWM - VmRSS of one forward, fresh process per model and size, after a 224² warm-up forward and "
+    "malloc_trim (weights excluded)",
+    "cuda": "torch.cuda.max_memory_allocated() minus memory_allocated() before one forward",
+}
 
 
 @dataclass
 class BenchmarkArguments:
     device: str = field(default="cpu", metadata={"help": "cpu or cuda."})
-    models: list[str] = field(default_factory=lambda: list(MODEL_NAMES), metadata={"help": f"Of {MODEL_NAMES}."})
-    quick: bool = field(default=False, metadata={"help": "Two resolutions, two rounds: a smoke run."})
+    models: list[str] = field(default_factory=lambda: list(MODELS), metadata={"help": f"Of {list(MODELS)}."})
+    quick: bool = field(default=False, metadata={"help": "Two resolutions, two rounds, batch <= 32: a smoke run."})
     compile: bool = field(default=False, metadata={"help": "Also measure torch.compile on Vision Big Bird."})
     export: bool = field(default=False, metadata={"help": "Also measure a dynamic-shape torch.export program."})
     profile: bool = field(default=False, metadata={"help": "Profile batch-1 forwards of VBB-T and Swin-T."})
-    batch_size: int = field(default=8, metadata={"help": "CPU throughput batch (CUDA: the largest that fits)."})
-    max_batch_size: int = field(default=256, metadata={"help": "Largest CUDA throughput batch tried."})
+    batch_size: int | None = field(default=None, metadata={"help": "Throughput batch: 8 on CPU, 256 on CUDA."})
     train_batch_size: int | None = field(default=None, metadata={"help": "Default: 8 on CPU, 64 on CUDA."})
     image_size: int = field(default=224, metadata={"help": "Resolution of throughput, training and profile."})
     resolutions: list[int] = field(default_factory=lambda: [224, 384, 512, 768, 1024], metadata={"help": "Batch-1."})
@@ -82,56 +68,35 @@ class BenchmarkArguments:
     channels_last: bool = field(default=True, metadata={"help": "model.to(memory_format=torch.channels_last)."})
     output_dir: str = field(default="runs/benchmark", metadata={"help": "benchmark_results.json and .md go here."})
     raw_json: str = field(default="runs/benchmark/raw_timings.json", metadata={"help": "Every timing of every round."})
-    memory_probe: str | None = field(default=None, metadata={"help": "Internal: one CPU memory probe (model name)."})
-    memory_probe_size: int = field(default=224, metadata={"help": "Internal: resolution of --memory_probe."})
 
     def __post_init__(self):
         if self.device not in ("cpu", "cuda"):
             raise ValueError(f"--device {self.device!r}: choose cpu or cuda")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("--device cuda: torch.cuda.is_available() is False on this machine")
-        unknown = sorted(set(self.models) - set(MODEL_NAMES))
+        unknown = sorted(set(self.models) - set(MODELS))
         if unknown:
-            raise ValueError(f"--models {unknown}: choose from {MODEL_NAMES}")
+            raise ValueError(f"--models {unknown}: choose from {list(MODELS)}")
+        self.batch_size = self.batch_size or (256 if self.device == "cuda" else 8)
+        self.train_batch_size = self.train_batch_size or (64 if self.device == "cuda" else 8)
         if self.quick:
             self.resolutions = sorted({self.resolutions[0], self.resolutions[-1]})
-            self.compile_sizes = self.compile_sizes[:2]
+            self.compile_sizes, self.batch_size = self.compile_sizes[:2], min(self.batch_size, 32)
             self.warmup, self.repeats, self.train_repeats, self.latency_repeats = 1, 2, 1, 2
-            self.max_batch_size = min(self.max_batch_size, 32)
-        if self.train_batch_size is None:
-            self.train_batch_size = 64 if self.device == "cuda" else 8
 
 
-# ---- Models ----------------------------------------------------------------
-
-
-def build(name: str, device: str, channels_last: bool) -> nn.Module:
-    """`name` in eval mode on `device`, with sdpa attention where the model supports it (PVTv2 has its own)."""
+def build(name: str, device: str, channels_last: bool) -> torch.nn.Module:
+    """`name` with 1000 labels in eval mode on `device`, with sdpa attention where the model supports it."""
     torch.manual_seed(0)
-    if name == "VBB-T":
-        config = VisionBigBirdConfig.from_preset("tiny", num_labels=1000, drop_path_rate=DROP_PATH_RATE)
-        model = VisionBigBirdForImageClassification(config)
-    else:
-        model_type, kwargs = PEERS[name]
-        extra = {"drop_path_rate": DROP_PATH_RATE} if model_type != "vit" else {}  # transformers' ViT has none
-        model = AutoModelForImageClassification.from_config(
-            AutoConfig.for_model(model_type, **kwargs, **extra, num_labels=1000)
-        )
+    model_type, kwargs = MODELS[name]
+    extra = {"drop_path_rate": DROP_PATH_RATE} if model_type != "vit" else {}  # transformers' ViT has none
+    config = AutoConfig.for_model(model_type, **kwargs, **extra, num_labels=1000)
+    model = AutoModelForImageClassification.from_config(config)
     if model._supports_sdpa:
         model.set_attn_implementation("sdpa")
-    model = model.to(device)
-    return (model.to(memory_format=torch.channels_last) if channels_last else model).eval()
-
-
-def attention_of(model: nn.Module) -> str:
-    if not model._supports_sdpa:
-        return "own (eager)" if "Pvt" in type(model).__name__ else "none"
-    return model.config._attn_implementation
-
-
-def forward_kwargs(name: str) -> dict:
-    """ViT's learned position embedding must be interpolated for inputs other than 224 (a no-op at 224)."""
-    return {"interpolate_pos_encoding": True} if name.startswith("ViT") else {}
+    if model_type == "vit":  # interpolate the learned position embedding for inputs other than 224 (no-op at 224)
+        model.forward = functools.partial(model.forward, interpolate_pos_encoding=True)
+    return model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format).eval()
 
 
 def images(batch_size: int, size: int, args: BenchmarkArguments) -> torch.Tensor:
@@ -139,12 +104,31 @@ def images(batch_size: int, size: int, args: BenchmarkArguments) -> torch.Tensor
     return pixel_values.contiguous(memory_format=torch.channels_last) if args.channels_last else pixel_values
 
 
-# ---- Timing ----------------------------------------------------------------
+def inference_task(model: torch.nn.Module, pixel_values: torch.Tensor, bf16: bool = False):
+    def task():
+        with torch.inference_mode(), torch.autocast(pixel_values.device.type, torch.bfloat16, enabled=bf16):
+            return model(pixel_values=pixel_values)
+
+    return task
 
 
-def timed(task: Callable[[], object], device: str) -> float:
+def training_task(model: torch.nn.Module, pixel_values: torch.Tensor, bf16: bool):
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    labels = torch.randint(0, 1000, (pixel_values.shape[0],), device=pixel_values.device)
+
+    def task():
+        with torch.autocast(pixel_values.device.type, torch.bfloat16, enabled=bf16):
+            loss = model(pixel_values, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return task
+
+
+def timed(task, device: str) -> float:
     """Seconds of one call: perf_counter on CPU; on CUDA, events around the call after a synchronisation."""
-    if device != "cuda":
+    if device == "cpu":
         start = time.perf_counter()
         task()
         return time.perf_counter() - start
@@ -157,448 +141,216 @@ def timed(task: Callable[[], object], device: str) -> float:
     return start.elapsed_time(end) / 1e3
 
 
-def interleaved_times(tasks: dict, warmup: int, repeats: int, device: str) -> dict[object, list[float]]:
-    """Seconds per call of each task, calling the tasks round by round (A B C A B C ...) after `warmup` rounds."""
-    for _ in range(warmup):
-        for task in tasks.values():
-            task()
+def interleaved(tasks: dict, warmup: int, repeats: int, device: str, raw: dict | None = None) -> dict[str, dict]:
+    """Median and min-max seconds per call of each task, called round by round (A B C A B C ...) after warm-ups."""
+    for task in list(tasks.values()) * warmup:
+        task()
     times = {key: [] for key in tasks}
     for _ in range(repeats):
         for key, task in tasks.items():
             times[key].append(timed(task, device))
-    return times
+    if raw is not None:
+        raw.update(times)
+    return {key: {"median_s": statistics.median(ts), "min_s": min(ts), "max_s": max(ts)} for key, ts in times.items()}
 
 
-def summary(times: list[float]) -> dict:
-    return {"median_s": float(np.median(times)), "min_s": min(times), "max_s": max(times)}
+def profiled(task, device: str, iterations: int = 1):
+    """torch.profiler's per-op averages over `iterations` calls of `task` (CPU activity, and CUDA's on CUDA)."""
+    activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA][: 1 + (device == "cuda")]
+    with torch.profiler.profile(activities=activities) as profiler:
+        for _ in range(iterations):
+            task()
+    return profiler.key_averages()
 
 
-def interleaved_summaries(tasks: dict, warmup: int, repeats: int, device: str) -> dict[object, dict]:
-    return {key: summary(times) for key, times in interleaved_times(tasks, warmup, repeats, device).items()}
-
-
-def inference_task(model: nn.Module, pixel_values: torch.Tensor, kwargs: dict, bf16: bool = False) -> Callable:
-    def task():
-        with torch.inference_mode(), torch.autocast(pixel_values.device.type, torch.bfloat16, enabled=bf16):
-            return model(pixel_values=pixel_values, **kwargs)
-
-    return task
-
-
-def matmul_task(dtype: torch.dtype, device: str) -> Callable:
-    generator = torch.Generator().manual_seed(0)
-    left, right = (torch.randn(MATMUL_SIZE[device], MATMUL_SIZE[device], generator=generator) for _ in range(2))
-    left, right = left.to(device, dtype), right.to(device, dtype)
-    return lambda: torch.matmul(left, right)
-
-
-def training_task(model: nn.Module, pixel_values: torch.Tensor, kwargs: dict, bf16: bool) -> Callable:
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    labels = torch.randint(0, 1000, (pixel_values.shape[0],), device=pixel_values.device)
-
-    def task():
-        with torch.autocast(pixel_values.device.type, torch.bfloat16, enabled=bf16):
-            loss = model(pixel_values, labels=labels, **kwargs).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    return task
-
-
-# ---- Memory ----------------------------------------------------------------
-
-
-def read_status_kib(field_name: str) -> int:
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith(field_name + ":"))
-
-
-def cpu_memory_probe(name: str, resolution: int, args: BenchmarkArguments) -> float:
-    """MiB of resident memory one batch-1 forward adds, in this fresh process: a 224x224 forward initialises the
-    libraries, `malloc_trim` returns the freed heap, the peak-RSS counter (VmHWM) is reset, one forward runs."""
-    model = build(name, "cpu", args.channels_last)
-    inference_task(model, images(1, 224, args), forward_kwargs(name))()
-    task = inference_task(model, images(1, resolution, args), forward_kwargs(name))
-    gc.collect()
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-    Path("/proc/self/clear_refs").write_text("5")                                # resets VmHWM to the current RSS
-    before_kib = read_status_kib("VmRSS")
-    task()
-    return (read_status_kib("VmHWM") - before_kib) / 1024
-
-
-def peak_memory_mib(name: str, model: nn.Module, resolution: int, args: BenchmarkArguments) -> float:
+def peak_memory_mib(name: str, resolution: int, args: BenchmarkArguments, model=None) -> float:
+    """MiB one batch-1 forward adds (MEMORY_METHOD). CUDA: the allocator's peak over what was allocated before. CPU:
+    this function without `model`, in a spawned process: a 224x224 forward initialises the libraries, `malloc_trim`
+    returns the freed heap, the peak-RSS counter (VmHWM) is reset, one forward runs."""
     if args.device == "cuda":
-        task = inference_task(model, images(1, resolution, args), forward_kwargs(name))
+        task = inference_task(model, images(1, resolution, args))
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
         task()
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - before) / 2**20
-    command = [sys.executable, __file__, "--memory_probe", name, "--memory_probe_size", str(resolution),
-               "--channels_last", str(args.channels_last)] + (["--threads", str(args.threads)] if args.threads else [])
-    return float(subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()[-1])
-
-
-# ---- Measurements ----------------------------------------------------------
+    if model is not None:
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as fresh_process:
+            return fresh_process.submit(peak_memory_mib, name, resolution, args).result()
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    model = build(name, "cpu", args.channels_last)
+    inference_task(model, images(1, 224, args))()
+    task = inference_task(model, images(1, resolution, args))
+    status_kib = lambda key: int(Path("/proc/self/status").read_text().split(key)[1].split()[0])
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+    before_kib = status_kib("VmRSS:")
+    task()
+    return (status_kib("VmHWM:") - before_kib) / 1024
 
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def largest_batch(name: str, model: nn.Module, args: BenchmarkArguments) -> int:
-    """CPU: --batch_size. CUDA: the largest of --max_batch_size, half of it, ... whose float32 forward fits."""
-    if args.device != "cuda":
-        return args.batch_size
-    batch_size = args.max_batch_size
-    while batch_size > 1:
-        try:
-            inference_task(model, images(batch_size, args.image_size, args), forward_kwargs(name))()
-            return batch_size
-        except torch.cuda.OutOfMemoryError:
-            batch_size //= 2
-        finally:
-            torch.cuda.empty_cache()
-    return 1
-
-
 def measure_throughput(models: dict, args: BenchmarkArguments, raw: dict) -> dict:
-    """Forward time per batch in float32 and under bfloat16 autocast, and of a square matmul in each dtype, all in
-    the same rounds, so the bf16/fp32 ratios and the matmul-rate fractions compare calls made moments apart."""
-    batch_sizes = {name: largest_batch(name, model, args) for name, model in models.items()}
-    log(f"throughput fp32 + bf16 autocast, batch {batch_sizes}: {args.warmup} warm-up + {args.repeats} rounds")
-    tasks = {}
+    """Seconds per forward in float32 and in bfloat16 autocast, and per square matmul of each, in the same rounds."""
+    log(f"throughput fp32 + bf16 autocast, batch {args.batch_size}: {args.warmup} warm-up + {args.repeats} rounds")
+    tasks, pixel_values, size = {}, images(args.batch_size, args.image_size, args), MATMUL_SIZE[args.device]
     for name, model in models.items():
-        pixel_values = images(batch_sizes[name], args.image_size, args)
-        for dtype in ("float32", "bfloat16"):
-            tasks[(dtype, name)] = inference_task(model, pixel_values, forward_kwargs(name), dtype == "bfloat16")
-    for dtype in ("float32", "bfloat16"):
-        tasks[("matmul", dtype)] = matmul_task(getattr(torch, dtype), args.device)
-    times = interleaved_times(tasks, args.warmup, args.repeats, args.device)
-    raw["throughput"] = {"/".join(key): value for key, value in times.items()}
-    results = {"batch_size": batch_sizes, "matmul": {}, "float32": {}, "bfloat16": {}}
-    for dtype in ("float32", "bfloat16"):
-        entry = summary(times.pop(("matmul", dtype)))
-        results["matmul"][dtype] = {**entry, "gflops": 2 * MATMUL_SIZE[args.device] ** 3 / entry["median_s"] / 1e9}
-    for (dtype, name), model_times in times.items():
-        entry = results[dtype][name] = summary(model_times)
-        entry["images_per_s"] = batch_sizes[name] / entry["median_s"]
-        log(f"  {name} {dtype}: {entry['images_per_s']:.1f} img/s")
+        tasks |= {f"{dtype}/{name}": inference_task(model, pixel_values, dtype == "bfloat16") for dtype in DTYPES}
+    for dtype in DTYPES:
+        matrices = torch.randn(2, size, size, generator=torch.Generator().manual_seed(0))
+        tasks[f"matmul/{dtype}"] = functools.partial(torch.matmul, *matrices.to(args.device, getattr(torch, dtype)))
+    times = interleaved(tasks, args.warmup, args.repeats, args.device, raw["throughput"])
+    results = {"batch_size": dict.fromkeys(models, args.batch_size), "matmul": {}, "float32": {}, "bfloat16": {}}
+    for key, entry in times.items():
+        group, item = key.split("/", 1)  # "float32/ViT-S/16" -> "float32", "ViT-S/16"; "matmul/float32"
+        work, unit = (2 * size**3 / 1e9, "gflops") if group == "matmul" else (args.batch_size, "images_per_s")
+        results[group][item] = {**entry, unit: work / entry["median_s"]}
+        log(f"  {key}: {work / entry['median_s']:.1f} {unit}")
     return results
 
 
-def measure_training(models: dict, args: BenchmarkArguments, raw: dict) -> dict:
-    """Seconds per training step (float32 on CPU, bfloat16 autocast on CUDA); models are in eval mode after."""
-    bf16 = args.device == "cuda"
-    log(f"train step, batch {args.train_batch_size}, bf16 {bf16}: {args.warmup} + {args.train_repeats} rounds")
-    pixel_values = images(args.train_batch_size, args.image_size, args)
-    tasks = {name: training_task(model.train(), pixel_values, forward_kwargs(name), bf16) 
-             for name, model in models.items()}
-    times = raw["train_step"] = interleaved_times(tasks, args.warmup, args.train_repeats, args.device)
-    for model in models.values():
-        model.eval().zero_grad(set_to_none=True)
-    return {name: summary(model_times) for name, model_times in times.items()}
-
-
-def measure_resolution(models: dict, resolution: int, args: BenchmarkArguments, raw: dict) -> tuple[dict, dict]:
-    """Batch-1 latency (with the forward's FLOPs) and peak memory of every model at `resolution`."""
-    log(f"latency and memory {resolution}: 1 warm-up + {args.latency_repeats} rounds")
-    pixel_values = images(1, resolution, args)
-    tasks = {name: inference_task(model, pixel_values, forward_kwargs(name)) for name, model in models.items()}
-    times = raw.setdefault("latency", {})[resolution] = interleaved_times(tasks, 1, args.latency_repeats, args.device)
-    latency, memory = {}, {}
-    for name, model in models.items():
-        flops = count_forward_flops(model, pixel_values, **forward_kwargs(name))
-        latency[name] = {**summary(times[name]), "gmacs": flops / 2e9}
-        memory[name] = peak_memory_mib(name, model, resolution, args)
-        log(f"  {name}: {latency[name]['median_s'] * 1e3:.1f} ms, {memory[name]:.0f} MiB")
-    return latency, memory
-
-
-def sdpa_kernels(models: dict, args: BenchmarkArguments) -> dict:
-    """Which SDPA kernel (aten op) each model's attention calls run, per dtype: ops of one batch-1 forward at
-    --image_size, from torch.profiler (flash, efficient, cudnn, math or the CPU flash kernel; PVTv2: none)."""
-    kernels = {}
-    for name, model in models.items():
-        kernels[name] = {}
-        for dtype in ("float32", "bfloat16"):
-            task = inference_task(model, images(1, args.image_size, args), forward_kwargs(name), dtype == "bfloat16")
-            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
-                task()
-            kernels[name][dtype] = {event.key: event.count for event in profiler.key_averages()
-                                    if event.key.startswith("aten::_scaled_dot_product")}
-    return kernels
-
-
-def measure_compile(model: nn.Module, args: BenchmarkArguments) -> dict:
-    """torch.compile on Vision Big Bird, each compile on an empty inductor cache: graphs and graph breaks of the eval
-    forward (dynamo.explain); the first call of each --compile_sizes input under the default `torch.compile(model)`
-    (compile + run, batch 1; graphs compiled so far; largest |compiled - eager| logit); then, for the default mode and
-    inductor freezing, a static-shape compile at --image_size, batch --batch_size: compile time and forward time,
-    interleaved with eager."""
-    import torch._dynamo
+def measure_compile(model: torch.nn.Module, args: BenchmarkArguments) -> dict:
+    """Graphs and graph breaks of the eval forward; under `torch.compile(model)` the first call of each new input
+    size; static-shape compiles (default, inductor freezing) against eager. Each on an empty inductor cache."""
     from torch._dynamo.utils import counters
-    from torch._inductor import config as inductor_config
+    from torch._inductor.utils import fresh_inductor_cache
 
     torch._dynamo.reset()
     with torch.no_grad():
         explained = torch._dynamo.explain(model)(images(2, args.image_size, args))
-    results = {"graphs": explained.graph_count, "graph_breaks": explained.graph_break_count,
-               "break_reasons": [str(reason.reason) for reason in explained.break_reasons], "calls": [],
-               "variants": {}}
-    for variant, options in (("sizes", {}), ("default", {}), ("freezing", {"freezing": True})):
-        with tempfile.TemporaryDirectory() as cache_dir, inductor_config.patch(options):
-            os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache_dir
+    results = {"graphs": explained.graph_count, "graph_breaks": explained.graph_break_count, "calls": []}
+    results |= {"break_reasons": [str(reason.reason) for reason in explained.break_reasons], "variants": {}}
+    with fresh_inductor_cache():  # torch.compile(model) as its user sees it at each new input size
+        torch._dynamo.reset()
+        counters.clear()
+        compiled = torch.compile(model)
+        for size in args.compile_sizes:
+            pixel_values = images(1, size, args)
+            seconds = timed(inference_task(compiled, pixel_values), args.device)
+            compiled_logits, logits = (inference_task(m, pixel_values)().logits for m in (compiled, model))
+            difference, graphs = (compiled_logits - logits).abs().max().item(), counters["stats"]["unique_graphs"]
+            call = {"size": size, "first_call_s": seconds, "max_abs_logit_diff": difference, "graphs": graphs}
+            results["calls"].append(call)
+            log(f"  compile, new size {size}: {seconds:.1f} s, {graphs} graphs")
+    batch = images(args.batch_size, args.image_size, args)
+    for variant, options in (("default", {}), ("freezing", {"freezing": True})):  # static shapes
+        with fresh_inductor_cache():
             torch._dynamo.reset()
-            counters.clear()
-            if variant == "sizes":                      # what a user of torch.compile(model) sees per new size
-                compiled = torch.compile(model)
-                for size in args.compile_sizes:
-                    pixel_values = images(1, size, args)
-                    seconds = timed(inference_task(compiled, pixel_values, {}), args.device)
-                    with torch.inference_mode():
-                        logits = compiled(pixel_values=pixel_values).logits
-                        difference = (logits - model(pixel_values=pixel_values).logits).abs().max().item()
-                    results["calls"].append({"size": size, "first_call_s": seconds, "max_abs_logit_diff": difference,
-                                             "graphs": counters["stats"]["unique_graphs"]})
-                    log(f"  compile, new size {size}: {seconds:.1f} s, {results['calls'][-1]['graphs']} graphs")
-                continue
-            compiled = torch.compile(model, dynamic=False)
-            batch = images(args.batch_size, args.image_size, args)
-            compile_seconds = timed(inference_task(compiled, batch, {}), args.device)
-            tasks = {"eager": inference_task(model, batch, {}), "compiled": inference_task(compiled, batch, {})}
-            times = interleaved_summaries(tasks, args.warmup, args.repeats, args.device)
-        results["variants"][variant] = {"compile_s": compile_seconds, **times,
-                                        "speedup": times["eager"]["median_s"] / times["compiled"]["median_s"]}
-        log(f"  compile {variant}: {compile_seconds:.0f} s, {results['variants'][variant]['speedup']:.2f}x")
-    os.environ.pop("TORCHINDUCTOR_CACHE_DIR")
+            compiled = torch.compile(model, dynamic=False, options=options)
+            compile_seconds = timed(inference_task(compiled, batch), args.device)
+            tasks = {"eager": inference_task(model, batch), "compiled": inference_task(compiled, batch)}
+            times = interleaved(tasks, args.warmup, args.repeats, args.device)
+        speedup = times["eager"]["median_s"] / times["compiled"]["median_s"]
+        results["variants"][variant] = {"compile_s": compile_seconds, **times, "speedup": speedup}
+        log(f"  compile {variant}: {compile_seconds:.0f} s, {speedup:.2f}x")
     torch._dynamo.reset()
     return results
 
 
-def measure_export(model: nn.Module, args: BenchmarkArguments) -> dict:
+def measure_export(model: torch.nn.Module, args: BenchmarkArguments) -> dict:
     """Batch-1 latency of a `torch.export` program with dynamic batch, height and width against eager."""
-    from torch.export import Dim, export
-
-    shapes = {"pixel_values": {0: Dim("batch", min=1, max=64), 2: Dim("height", min=33, max=1024),
-                               3: Dim("width", min=33, max=1024)}}
-    start = time.perf_counter()
-    exported = export(model, (), {"pixel_values": images(2, args.image_size, args)}, dynamic_shapes=shapes).module()
+    Dim = torch.export.Dim
+    dims = {0: Dim("batch", min=1, max=64), 2: Dim("height", min=33, max=1024), 3: Dim("width", min=33, max=1024)}
+    start, example = time.perf_counter(), {"pixel_values": images(2, args.image_size, args)}
+    exported = torch.export.export(model, (), example, dynamic_shapes={"pixel_values": dims}).module()
     results = {"export_s": time.perf_counter() - start, "latency": {}}
     for size in args.resolutions[:2]:
         pixel_values = images(1, size, args)
-        tasks = {"eager": inference_task(model, pixel_values, {}),
-                 "exported": inference_task(exported, pixel_values, {})}
-        times = interleaved_summaries(tasks, 1, args.latency_repeats, args.device)
-        results["latency"][size] = {**times, "ratio": times["exported"]["median_s"] / times["eager"]["median_s"]}
+        tasks = {"eager": inference_task(model, pixel_values), "exported": inference_task(exported, pixel_values)}
+        times = results["latency"][size] = interleaved(tasks, 1, args.latency_repeats, args.device)
+        times["ratio"] = times["exported"]["median_s"] / times["eager"]["median_s"]
     return results
 
 
-def profile(model: nn.Module, name: str, args: BenchmarkArguments, iterations: int = 3, limit: int = 25) -> dict:
-    """Self time per op and inclusive time per module class (a `record_function` range around every module's
-    forward) of batch-1 forwards at --image_size, per forward: self CPU time on CPU, self CUDA time on CUDA."""
-    task = inference_task(model, images(1, args.image_size, args), forward_kwargs(name))
-    ranges = []
-
-    def enter(module, _):
-        ranges.append(torch.profiler.record_function(f"module::{type(module).__name__}").__enter__())
-
-    handles = [module.register_forward_pre_hook(enter) for module in model.modules()]
-    handles += [module.register_forward_hook(lambda *_: ranges.pop().__exit__(None, None, None))
-                for module in model.modules()]
-    activities = [torch.profiler.ProfilerActivity.CPU]
-    activities += [torch.profiler.ProfilerActivity.CUDA] if args.device == "cuda" else []
+def profile(model: torch.nn.Module, args: BenchmarkArguments, iterations: int = 3, limit: int = 25) -> dict:
+    """Per batch-1 forward at --image_size: self time per op (CPU time on CPU, CUDA time on CUDA) and inclusive time
+    per module class (a `record_function` range around every module's call, from global module hooks)."""
+    ranges, hooks, task = [], torch.nn.modules.module, inference_task(model, images(1, args.image_size, args))
+    record = lambda module: torch.profiler.record_function(f"module::{type(module).__name__}")
+    enter = lambda module, _: ranges.append(record(module).__enter__())  # None: the input stays
     task(), task()
-    with torch.profiler.profile(activities=activities) as profiler:
-        for _ in range(iterations):
-            task()
+    handles = [hooks.register_module_forward_pre_hook(enter)]  # on every module's call until removed
+    handles.append(hooks.register_module_forward_hook(lambda *_: ranges.pop().__exit__(None, None, None)))
+    events = profiled(task, args.device, iterations)
     for handle in handles:
         handle.remove()
-    events = profiler.key_averages()
     on = "device" if args.device == "cuda" else "cpu"
-    self_ms = lambda event: getattr(event, f"self_{on}_time_total") / 1e3  # noqa: E731
-    total_ms = lambda event: getattr(event, f"{on}_time_total") / 1e3  # noqa: E731
-    ops = [event for event in events if not event.key.startswith("module::")]
-    modules = [event for event in events if event.key.startswith("module::")]
-    whole = sum(self_ms(event) for event in ops)
-    return {
-        "iterations": iterations,
-        "total_self_ms": whole / iterations,
-        "ops": [{"op": event.key, "self_ms": self_ms(event) / iterations, "percent": 100 * self_ms(event) / whole,
-                 "calls": event.count // iterations} for event in sorted(ops, key=self_ms, reverse=True)[:limit]],
-        "modules": [{"module": event.key.removeprefix("module::"), "ms": total_ms(event) / iterations,
-                     "calls": event.count // iterations} for event in sorted(modules, key=total_ms, reverse=True)],
-    }
-
-
-# ---- Report ----------------------------------------------------------------
+    self_ms = lambda event: getattr(event, f"self_{on}_time_total") / 1e3 / iterations
+    total_ms = lambda event: getattr(event, f"{on}_time_total") / 1e3 / iterations
+    ops = sorted((event for event in events if not event.key.startswith("module::")), key=self_ms, reverse=True)
+    modules = sorted((event for event in events if event.key.startswith("module::")), key=total_ms, reverse=True)
+    whole, calls = sum(map(self_ms, ops)), lambda event: event.count // iterations
+    return {"iterations": iterations, "total_self_ms": whole,
+            "ops": [{"op": op.key, "self_ms": self_ms(op), "percent": 100 * self_ms(op) / whole, "calls": calls(op)}
+                    for op in ops[:limit]],
+            "modules": [{"module": module.key.removeprefix("module::"), "ms": total_ms(module), "calls": calls(module)}
+                        for module in modules]}
 
 
 def machine(device: str) -> str:
     if device == "cuda":
-        properties = torch.cuda.get_device_properties(0)
-        precision = (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision)
-        return (f"{properties.name} ({properties.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}; "
-                f"float32 precision of matmuls {precision[0]}, of cuDNN convolutions {precision[1]}")
+        gpu, precision = torch.cuda.get_device_properties(0), torch.backends.cuda.matmul.fp32_precision
+        return (f"{gpu.name} ({gpu.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}; float32 precision of "
+                f"matmuls {precision}, of cuDNN convolutions {torch.backends.cudnn.conv.fp32_precision}")
     lines = Path("/proc/cpuinfo").read_text().splitlines()
-    names = sorted({line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")})
-    flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
-    isa = [flag for flag in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if flag in flags]
-    threads = torch.get_num_threads()
-    return f"{', '.join(names)} ({' '.join(isa)}), {os.cpu_count()} logical CPUs, {threads} torch threads"
-
-
-def git_revision() -> str:
-    try:
-        result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    except OSError:                                    # no git on the machine
-        return "unknown"
-    return result.stdout.strip() or "unknown"
-
-
-def table(header: list[str], rows: list[list]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)] + [
-        "| " + " | ".join(str(cell) for cell in row) + " |" for row in rows
-    ]
-
-
-def markdown_report(results: dict) -> str:
-    context, models, throughput = results["context"], results["models"], results["throughput"]
-    matmul = throughput["matmul"]
-    names, sizes = list(models), [str(size) for size in context["resolutions"]]
-    reference = REFERENCE if REFERENCE in names else None
-    times = lambda entry: f"{entry['median_s'] * 1e3:.1f} ({entry['min_s'] * 1e3:.1f}-{entry['max_s'] * 1e3:.1f})"
-    vs = lambda value, base: f"{value / base:.2f}x" if base else "-"
-    rate = lambda gmacs, seconds: f"{100 * gmacs * 2 / seconds / matmul['float32']['gflops']:.0f}%"
-    lines = [
-        f"# Benchmark results ({context['device']})", "",
-        f"Generated by `{context['command']}` on {context['date']}; the whole file is written by "
-        "`scripts/benchmark.py` (`docs/benchmarks.md` reads it).", "",
-        f"- machine: {context['machine']}; load average (1 min) {context['load_before']:.2f} before, "
-        f"{context['load_after']:.2f} after",
-        f"- python {context['python']}, torch {context['torch']}, transformers {context['transformers']}, "
-        f"repo {context['git']}",
-        f"- every model and input channels-last: {context['channels_last']}; float32 unless stated; "
-        f"{context['warmup']} warm-up rounds, then {context['repeats']} rounds (training {context['train_repeats']}, "
-        f"latency {context['latency_repeats']}), models interleaved round by round; median (min-max)",
-        f"- {context['matmul_size']}² matmul in the throughput rounds: {matmul['float32']['gflops']:.1f} GFLOP/s "
-        f"float32, {matmul['bfloat16']['gflops']:.1f} GFLOP/s bfloat16",
-        f"- peak memory: {context['memory_method']}", "",
-        f"## Throughput at {context['image_size']}², training step (batch {context['train_batch_size']}, "
-        f"{context['train_dtype']})", "",
-    ]
-    base = lambda entries, key: entries[reference][key] if reference else None
-    rows = []
-    for name in names:
-        fp32, bf16 = (throughput[dtype][name]["images_per_s"] for dtype in ("float32", "bfloat16"))
-        train = results["train_step"][name]["median_s"]
-        rows.append([name, models[name]["attention"], f"{models[name]['params'] / 1e6:.1f}",
-                     f"{models[name]['gmacs']:.2f}", throughput["batch_size"][name],
-                     f"{fp32:.1f}", vs(fp32, base(throughput["float32"], "images_per_s")),
-                     f"{bf16:.1f}", vs(bf16, base(throughput["bfloat16"], "images_per_s")), f"{bf16 / fp32:.2f}x",
-                     rate(models[name]["gmacs"] * fp32, 1),
-                     f"{train * 1e3:.0f}", vs(train, base(results["train_step"], "median_s"))])
-    lines += table(["model", "attention", "params (M)", "GMACs", "batch", "fp32 img/s", "× Swin-T", "bf16 img/s",
-                    "× Swin-T", "bf16/fp32", "fwd % of matmul rate", "train step ms", "× Swin-T"], rows)
-    lines += ["", "Timings, ms per batch:", ""] + table(["model", "fp32 forward", "bf16 forward", "train step"], [
-        [name, *(times(entries[name]) for entries in (throughput["float32"], throughput["bfloat16"],
-                                                       results["train_step"]))] for name in names])
-    latency = lambda size, name: results["latency"][size][name]["median_s"] * 1e3
-    memory = lambda size, name: results["memory"][size][name]
-    for title, value in (("Batch-1 latency, ms", latency), ("Batch-1 peak forward memory, MiB", memory)):
-        lines += ["", f"## {title} (× Swin-T)", ""] + table(["model"] + sizes, [
-            [name] + [f"{value(size, name):.1f}" + (f" ({vs(value(size, name), value(size, reference))})"
-                                                   if reference and name != reference else "") for size in sizes]
-            for name in names])
-    lines += ["", "Batch-1 latency, min-max over rounds, ms:", ""] + table(["model"] + sizes, [
-        [name] + [times(results["latency"][size][name]).split(" ", 1)[1] for size in sizes] for name in names])
-    lines += ["", "Fraction of the float32 matmul rate reached by each batch-1 forward (FLOPs / latency / rate):", ""]
-    lines += table(["model"] + sizes, [[name] + [rate(results["latency"][size][name]["gmacs"],
-                                                      results["latency"][size][name]["median_s"]) for size in sizes]
-                                       for name in names])
-    lines += ["", f"## SDPA kernels (aten op × calls in one batch-1 forward at {context['image_size']}²)", ""]
-    lines += table(["model", "float32", "bfloat16 autocast"], [
-        [name] + [", ".join(f"`{op}` ×{count}" for op, count in kernels[dtype].items()) or "no SDPA call"
-                  for dtype in ("float32", "bfloat16")] for name, kernels in results["sdpa_kernels"].items()])
-    if "compile" in results:
-        compiled = results["compile"]
-        lines += ["", "## torch.compile (VBB-T, each compile on an empty inductor cache)", "",
-                  f"`torch._dynamo.explain`, eval forward: {compiled['graphs']} graph(s), {compiled['graph_breaks']} "
-                  f"graph break(s) {'; '.join(compiled['break_reasons'])}", "",
-                  "`torch.compile(model)`, first call of each new input size (batch 1):", ""]
-        lines += table(["input", "compile + run, s", "graphs compiled so far", "max abs logit diff vs eager"], [
-            [f"{call['size']}²", f"{call['first_call_s']:.1f}", call["graphs"], f"{call['max_abs_logit_diff']:.1e}"]
-            for call in compiled["calls"]])
-        lines += ["", f"Static-shape compile at {context['image_size']}², batch {context['batch_size']}:", ""]
-        lines += table(["mode", "compile s", "eager ms", "compiled ms", "speedup"], [
-            [variant, f"{entry['compile_s']:.0f}", times(entry["eager"]), times(entry["compiled"]),
-             f"{entry['speedup']:.2f}x"] for variant, entry in compiled["variants"].items()])
-    if "export" in results:
-        lines += ["", f"## torch.export with dynamic batch, height and width (VBB-T, batch 1; export "
-                  f"{results['export']['export_s']:.0f} s)", ""]
-        lines += table(["input", "eager ms", "exported ms", "exported / eager"], [
-            [f"{size}²", times(entry["eager"]), times(entry["exported"]), f"{entry['ratio']:.2f}x"]
-            for size, entry in results["export"]["latency"].items()])
-    for name, entry in results.get("profile", {}).items():
-        lines += ["", f"## Profile: {name}, batch 1, {context['image_size']}², per forward ({entry['iterations']} "
-                  f"forwards; {entry['total_self_ms']:.1f} ms of self time)", ""]
-        lines += table(["op", "self ms", "%", "calls"], [
-            [f"`{op['op']}`", f"{op['self_ms']:.2f}", f"{op['percent']:.1f}", op["calls"]] for op in entry["ops"]])
-        lines += [""] + table(["module class", "inclusive ms", "calls"], [
-            [module["module"], f"{module['ms']:.2f}", module["calls"]] for module in entry["modules"]])
-    return "\n".join(lines) + "\n"
-
-
-def compact_json(value, depth: int = 0) -> str:
-    """JSON with one line per leaf entry: dicts are indented down to the third level, deeper values stay inline."""
-    if not isinstance(value, dict) or depth >= 3:
-        return json.dumps(value, default=str)
-    indent = " " * (depth + 1)
-    items = [f"{indent}{json.dumps(str(key))}: {compact_json(item, depth + 1)}" for key, item in value.items()]
-    return "{\n" + ",\n".join(items) + "\n" + " " * depth + "}"
-
-
-# ---- Run -------------------------------------------------------------------
+    cpu = dict(map(str.strip, line.split(":", 1)) for line in lines if ":" in line)  # the last CPU's entries
+    flags, threads = cpu.get("flags", "").split(), torch.get_num_threads()
+    isa = " ".join(flag for flag in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if flag in flags)
+    return f"{cpu.get('model name', '?')} ({isa}), {os.cpu_count()} logical CPUs, {threads} torch threads"
 
 
 def run(args: BenchmarkArguments) -> tuple[dict, dict]:
-    context = {
-        "command": "python scripts/benchmark.py " + " ".join(sys.argv[1:]), "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-        "device": args.device, "machine": machine(args.device), "python": platform.python_version(),
-        "torch": torch.__version__, "transformers": transformers.__version__, "git": git_revision(),
-        "load_before": os.getloadavg()[0], "channels_last": args.channels_last, "image_size": args.image_size,
-        "batch_size": args.batch_size, "train_batch_size": args.train_batch_size,
-        "train_dtype": "bfloat16 autocast" if args.device == "cuda" else "float32", "resolutions": args.resolutions,
-        "warmup": args.warmup, "repeats": args.repeats, "train_repeats": args.train_repeats,
-        "latency_repeats": args.latency_repeats, "matmul_size": MATMUL_SIZE[args.device],
-        "memory_method": "torch.cuda.max_memory_allocated() minus memory_allocated() before one forward"
-        if args.device == "cuda" else "VmHWM - VmRSS of one forward, fresh process per model and size, after a "
-        "224² warm-up forward and malloc_trim (weights excluded)",
-    }
+    """Every measurement: the results and every single timing."""
+    cuda = args.device == "cuda"
+    context = {"command": "python scripts/benchmark.py " + " ".join(sys.argv[1:]),
+               "date": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": machine(args.device),
+               "python": sys.version.split()[0], "torch": torch.__version__, "transformers": transformers.__version__,
+               "git": subprocess.getoutput("git rev-parse --short HEAD 2>/dev/null") or "unknown",
+               "load_before": os.getloadavg()[0], "train_dtype": "bfloat16 autocast" if cuda else "float32",
+               "memory_method": MEMORY_METHOD[args.device]}
     log(f"context: {json.dumps(context)}")
-    raw = {"context": context}
     models = {name: build(name, args.device, args.channels_last) for name in args.models}
-    results = {"context": context, "models": {}}
+    raw = {"context": context, "configs": {name: model.config.to_dict() for name, model in models.items()}}
+    raw["throughput"], raw["train_step"], raw["latency"] = {}, {}, {}
+    results = {"arguments": asdict(args), "context": context, "models": {}, "sdpa_kernels": {}}
     for name, model in models.items():
-        flops = count_forward_flops(model, images(1, args.image_size, args), **forward_kwargs(name))
-        results["models"][name] = {"class": type(model).__name__, "attention": attention_of(model),
-                                   "params": model.num_parameters(), "gmacs": flops / 2e9}
-        raw.setdefault("configs", {})[name] = model.config.to_dict()
-        log(f"{name}: {model.num_parameters() / 1e6:.2f}M params, {flops / 2e9:.2f} GMACs")
-    results["sdpa_kernels"] = sdpa_kernels(models, args)
+        attention = model.config._attn_implementation if model._supports_sdpa else "none"
+        gmacs = count_forward_flops(model, images(1, args.image_size, args)) / 2e9
+        results["models"][name] = {"class": type(model).__name__, "params": model.num_parameters(), "gmacs": gmacs,
+                                   "attention": "own (eager)" if name.startswith("PVT") else attention}
+        log(f"{name}: {model.num_parameters() / 1e6:.2f}M params, {gmacs:.2f} GMACs")
+        kernels = results["sdpa_kernels"][name] = {}  # the SDPA kernels (aten ops) of a batch-1 forward, and calls
+        for dtype in DTYPES:
+            events = profiled(inference_task(model, images(1, args.image_size, args), dtype == "bfloat16"), "cpu")
+            kernels[dtype] = {e.key: e.count for e in events if e.key.startswith("aten::_scaled_dot_product")}
     results["throughput"] = measure_throughput(models, args, raw)
-    results["train_step"] = measure_training(models, args, raw)
+
+    log(f"train step ({context['train_dtype']}), batch {args.train_batch_size}: {args.train_repeats} rounds")
+    pixel_values = images(args.train_batch_size, args.image_size, args)
+    tasks = {name: training_task(model.train(), pixel_values, cuda) for name, model in models.items()}
+    results["train_step"] = interleaved(tasks, args.warmup, args.train_repeats, args.device, raw["train_step"])
+    for model in models.values():
+        model.eval().zero_grad(set_to_none=True)
     gc.collect()
+
     results["latency"], results["memory"] = {}, {}
-    for resolution in args.resolutions:
-        latency, memory = measure_resolution(models, resolution, args, raw)
-        results["latency"][str(resolution)], results["memory"][str(resolution)] = latency, memory
+    for size in args.resolutions:  # batch-1 latency, with the forward's GMACs, and peak memory
+        log(f"latency and memory {size}: 1 warm-up + {args.latency_repeats} rounds")
+        pixel_values = images(1, size, args)
+        tasks = {name: inference_task(model, pixel_values) for name, model in models.items()}
+        latency = interleaved(tasks, 1, args.latency_repeats, args.device, raw["latency"].setdefault(size, {}))
+        results["latency"][str(size)], memory = latency, results["memory"].setdefault(str(size), {})
+        for name, model in models.items():
+            latency[name]["gmacs"] = count_forward_flops(model, pixel_values) / 2e9
+            memory[name] = peak_memory_mib(name, size, args, model)
+            log(f"  {name}: {latency[name]['median_s'] * 1e3:.1f} ms, {memory[name]:.0f} MiB")
     if args.profile:
-        results["profile"] = {name: profile(models[name], name, args) for name in ("VBB-T", REFERENCE)
-                              if name in models}
+        results["profile"] = {name: profile(models[name], args) for name in ("VBB-T", REFERENCE) if name in models}
     if args.compile and "VBB-T" in models:
         results["compile"] = measure_compile(models["VBB-T"], args)
     if args.export and "VBB-T" in models:
@@ -607,17 +359,92 @@ def run(args: BenchmarkArguments) -> tuple[dict, dict]:
     return results, raw
 
 
+def ms(entry: dict) -> str:
+    return f"{entry['median_s'] * 1e3:.1f} ({entry['min_s'] * 1e3:.1f}-{entry['max_s'] * 1e3:.1f})"
+
+
+def table(rows: list[dict]) -> list[str]:
+    """A blank line and a markdown table of `rows` (column -> value); a timing is shown as median (min-max) in ms."""
+    def cell(value) -> str:
+        if isinstance(value, dict):
+            return ms(value) if "median_s" in value else ", ".join(f"`{op}` ×{n}" for op, n in value.items()) or "-"
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    lines = ["", "| " + " | ".join(rows[0]) + " |", "|---|" + "---:|" * (len(rows[0]) - 1)]
+    return lines + ["| " + " | ".join(map(cell, row.values())) + " |" for row in rows]
+
+
+def markdown_report(results: dict) -> str:
+    args, context, models, throughput = (results[key] for key in ("arguments", "context", "models", "throughput"))
+    names, latency, memory, train = list(models), results["latency"], results["memory"], results["train_step"]
+    fp32, bf16 = ({name: throughput[dtype][name]["images_per_s"] for name in names} for dtype in DTYPES)
+    train_s = {name: entry["median_s"] for name, entry in train.items()}
+    vs_ref = lambda values, name: f"{values[name] / values[REFERENCE]:.2f}x" if REFERENCE in names else "-"
+    rate = lambda gmacs, seconds: f"{200 * gmacs / seconds / throughput['matmul']['float32']['gflops']:.0f}%"
+    lines = [f"# Benchmark results ({args['device']})", ""]
+    lines += [(f"Written by `scripts/benchmark.py` (`docs/benchmarks.md` reads it). Models and inputs "
+               f"channels-last: {args['channels_last']}; float32 unless stated; models interleaved round by round "
+               "after warm-up rounds; timings in ms, median (min-max) over the rounds."), ""]
+    lines += [f"- {key}: {value}" for key, value in context.items()]
+    lines += [f"- {MATMUL_SIZE[args['device']]}² matmul in the throughput rounds, GFLOP/s: " + ", ".join(
+        f"{dtype} {entry['gflops']:.1f}" for dtype, entry in throughput["matmul"].items())]
+    lines += ["", f"## Throughput at {args['image_size']}², training step (batch {args['train_batch_size']})"]
+    lines += table([{"model": name, "attention": model["attention"], "params (M)": f"{model['params'] / 1e6:.1f}",
+                     "GMACs": f"{model['gmacs']:.2f}", "batch": throughput["batch_size"][name],
+                     "fp32 img/s": f"{fp32[name]:.1f}", "fp32 × Swin-T": vs_ref(fp32, name),
+                     "bf16 img/s": f"{bf16[name]:.1f}", "bf16 × Swin-T": vs_ref(bf16, name),
+                     "bf16/fp32": f"{bf16[name] / fp32[name]:.2f}x",
+                     "fwd % of matmul rate": rate(model["gmacs"] * fp32[name], 1),
+                     "train step": train[name], "train × Swin-T": vs_ref(train_s, name)}
+                    for name, model in models.items()])
+    lines += ["", "Forward timings per batch:"]
+    lines += table([{"model": name, **{dtype: throughput[dtype][name] for dtype in DTYPES}} for name in names])
+    by_size = lambda cell: table([{"model": name, **{size: cell(size, name) for size in latency}} for name in names])
+    with_ref = lambda values, name: f" ({vs_ref(values, name)})" if name != REFERENCE else ""
+    medians = {size: {name: entry["median_s"] for name, entry in latency[size].items()} for size in latency}
+    lines += ["", "## Batch-1 latency, ms (× Swin-T)"]
+    lines += by_size(lambda size, name: ms(latency[size][name]) + with_ref(medians[size], name))
+    lines += ["", "## Batch-1 peak forward memory, MiB (× Swin-T)"]
+    lines += by_size(lambda size, name: f"{memory[size][name]:.1f}" + with_ref(memory[size], name))
+    lines += ["", "Fraction of the float32 matmul rate reached by each batch-1 forward (FLOPs / latency / rate):"]
+    lines += by_size(lambda size, name: rate(latency[size][name]["gmacs"], latency[size][name]["median_s"]))
+    lines += ["", f"## SDPA kernels (aten op × calls in one batch-1 forward at {args['image_size']}²)"]
+    lines += table([{"model": name, **calls} for name, calls in results["sdpa_kernels"].items()])
+    if "compile" in results:
+        compiled, breaks = results["compile"], "; ".join(results["compile"]["break_reasons"])
+        lines += ["", "## torch.compile (VBB-T, each compile on an empty inductor cache)", ""]
+        lines += [(f"`torch._dynamo.explain`, eval forward: {compiled['graphs']} graph(s), "
+                   f"{compiled['graph_breaks']} graph break(s) {breaks}"), ""]
+        lines += ["`torch.compile(model)`, first call of each new input size (batch 1):"] + table(compiled["calls"])
+        lines += ["", f"Static-shape compile at {args['image_size']}², batch {args['batch_size']}:"]
+        lines += table([{"mode": mode, **entry} for mode, entry in compiled["variants"].items()])
+    if "export" in results:
+        export_s = results["export"]["export_s"]
+        lines += ["", f"## torch.export, dynamic batch, height and width (VBB-T, batch 1; export {export_s:.0f} s)"]
+        lines += table([{"input": size, **entry} for size, entry in results["export"]["latency"].items()])
+    for name, entry in results.get("profile", {}).items():
+        lines += ["", (f"## Profile: {name}, batch 1, {args['image_size']}², per forward ({entry['iterations']} "
+                       f"forwards; {entry['total_self_ms']:.1f} ms of self time)")]
+        lines += table(entry["ops"]) + table(entry["modules"])
+    return "\n".join(lines) + "\n"
+
+
+def compact_json(value, depth: int = 0) -> str:
+    """JSON with one line per leaf entry: dicts are indented down to the third level, deeper values stay inline."""
+    if not isinstance(value, dict) or depth >= 3:
+        return json.dumps(value, default=str)
+    items = [f"{json.dumps(str(key))}: {compact_json(item, depth + 1)}" for key, item in value.items()]
+    return "{\n" + ",\n".join(" " * (depth + 1) + item for item in items) + "\n" + " " * depth + "}"
+
+
 def main():
     (args,) = HfArgumentParser(BenchmarkArguments).parse_args_into_dataclasses()
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.memory_probe:
-        print(cpu_memory_probe(args.memory_probe, args.memory_probe_size, args))
-        return
     results, raw = run(args)
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "benchmark_results.json").write_text(compact_json({"arguments": asdict(args), **results}) + "\n")
+    (output_dir / "benchmark_results.json").write_text(compact_json(results) + "\n")
     (output_dir / "benchmark_results.md").write_text(markdown_report(results))
     Path(args.raw_json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.raw_json).write_text(json.dumps(raw, indent=1, default=str))

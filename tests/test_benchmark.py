@@ -1,5 +1,5 @@
-"""Tests of scripts/benchmark.py: the interleaved timing helper, the argument checks, the JSON writer, and a --quick
-run through the command line (slow)."""
+"""Tests of scripts/benchmark.py: the interleaved timing helper, the argument checks, the JSON writer, the model
+sizes, and a --quick run through the command line (slow)."""
 
 import json
 import os
@@ -14,17 +14,15 @@ import torch
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
-def test_interleaved_times_calls_tasks_round_by_round():
-    calls = []
+def test_interleaved_calls_tasks_round_by_round_and_summarises_the_raw_times():
+    calls, raw = [], {}
     tasks = {name: (lambda name=name: calls.append(name)) for name in ("a", "b", "c")}
-    times = benchmark.interleaved_times(tasks, warmup=2, repeats=3, device="cpu")
-    assert calls == ["a", "b", "c"] * 5
-    assert {name: len(values) for name, values in times.items()} == {"a": 3, "b": 3, "c": 3}
-    assert all(value >= 0 for values in times.values() for value in values)
-
-
-def test_summary_gives_median_and_range():
-    assert benchmark.summary([3.0, 1.0, 2.0, 10.0]) == {"median_s": 2.5, "min_s": 1.0, "max_s": 10.0}
+    summaries = benchmark.interleaved(tasks, warmup=2, repeats=4, device="cpu", raw=raw)
+    assert calls == ["a", "b", "c"] * 6
+    assert {name: len(values) for name, values in raw.items()} == {"a": 4, "b": 4, "c": 4}
+    for name, times in raw.items():  # the median of an even count is the mean of the middle two
+        middle = sorted(times)[1:3]
+        assert summaries[name] == {"median_s": sum(middle) / 2, "min_s": min(times), "max_s": max(times)}
 
 
 def test_compact_json_round_trips_and_keeps_leaves_on_one_line():
@@ -52,12 +50,12 @@ def test_cuda_without_a_gpu_is_refused():
 def test_quick_keeps_the_smallest_and_largest_resolution():
     args = benchmark.BenchmarkArguments(quick=True, resolutions=[224, 384, 512])
     assert args.resolutions == [224, 512]
-    assert (args.warmup, args.repeats, args.train_batch_size) == (1, 2, 8)
+    assert (args.warmup, args.repeats, args.batch_size, args.train_batch_size) == (1, 2, 8, 8)
 
 
 def test_peers_have_the_size_of_vision_bigbird_tiny():
-    # Swin-T, PVTv2-b2, ViT-S/16 and ConvNeXt-T: 22-29M parameters (their papers' figures)
-    for name in benchmark.PEERS:
+    # VBB-T, Swin-T, PVTv2-b2, ViT-S/16 and ConvNeXt-T: 22-29M parameters (their papers' figures)
+    for name in benchmark.MODELS:
         with torch.device("meta"):
             model = benchmark.build(name, "meta", channels_last=False)
         assert 21e6 < model.num_parameters() < 30e6, name
