@@ -19,8 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
+from model_cost import count_forward_flops
 from study_models import DROP_PATH, RUNS
-from torch.utils.flop_counter import FlopCounterMode
 from transformers import AutoConfig, AutoModelForImageClassification
 
 import vision_bigbird_hf  # noqa: F401  (registers vision_bigbird with the Auto classes)
@@ -74,9 +74,8 @@ def cost_of(run_dir: Path, image_size: int) -> tuple[int, int]:
     """(parameters, forward MACs of one image) of the saved model's config, built on the meta device."""
     with torch.device("meta"):
         model = AutoModelForImageClassification.from_config(AutoConfig.from_pretrained(run_dir)).eval()
-        with FlopCounterMode(display=False) as counter:
-            model(torch.zeros(1, 3, image_size, image_size))
-    return model.num_parameters(), counter.get_total_flops() // 2
+        flops = count_forward_flops(model, torch.zeros(1, 3, image_size, image_size))
+    return model.num_parameters(), flops // 2
 
 
 def collect(output_dir: Path, seeds: list[int]) -> dict | None:

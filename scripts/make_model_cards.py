@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
-from torch.utils.flop_counter import FlopCounterMode
+from model_cost import SWIN_SIZES, count_forward_flops
 from transformers import SwinConfig, SwinForImageClassification
 
 from vision_bigbird_hf import VisionBigBirdConfig, VisionBigBirdForImageClassification
@@ -24,12 +24,7 @@ from vision_bigbird_hf import VisionBigBirdConfig, VisionBigBirdForImageClassifi
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CARDS = REPO_ROOT / "model_cards"
 FASHION_MNIST_CARD = "vision-bigbird-fashion-mnist"
-# transformers' Swin-T/S/B (window 7, 224x224), the sizes the presets follow
-SWIN = {
-    "tiny": ("Swin-T", {"embed_dim": 96, "depths": [2, 2, 6, 2], "num_heads": [3, 6, 12, 24]}),
-    "small": ("Swin-S", {"embed_dim": 96, "depths": [2, 2, 18, 2], "num_heads": [3, 6, 12, 24]}),
-    "base": ("Swin-B", {"embed_dim": 128, "depths": [2, 2, 18, 2], "num_heads": [4, 8, 16, 32]}),
-}
+SWIN_NAMES = {"tiny": "Swin-T", "small": "Swin-S", "base": "Swin-B"}  # model_cost.SWIN_SIZES, window 7
 METADATA = {"library_name": "transformers", "pipeline_tag": "image-classification", "license": "apache-2.0"}
 TAGS = ["vision", "image-classification", "vision_bigbird", "custom_code"]
 
@@ -58,15 +53,12 @@ def cost(config: VisionBigBirdConfig, image_sizes: list[int], preset: str | None
     with torch.device("meta"):
         models = {f"this model, {config.num_labels}-class head": VisionBigBirdForImageClassification(config)}
         if preset is not None:
-            swin_name, swin_sizes = SWIN[preset]
-            swin = SwinForImageClassification(SwinConfig(**swin_sizes, num_labels=1000))
-            models[f"{swin_name} (transformers' Swin), 1000-class head, for comparison"] = swin
+            swin = SwinForImageClassification(SwinConfig(**SWIN_SIZES[preset], num_labels=1000))
+            models[f"{SWIN_NAMES[preset]} (transformers' Swin), 1000-class head, for comparison"] = swin
         for label, model in models.items():
             params = model.eval().num_parameters()
             for size in image_sizes:
-                with FlopCounterMode(display=False) as counter:
-                    model(torch.zeros(1, 3, size, size))
-                macs = counter.get_total_flops() / 2
+                macs = count_forward_flops(model, torch.zeros(1, 3, size, size)) / 2
                 printed = f"{macs / 1e9:.2f} G" if macs >= 1e8 else f"{macs / 1e6:.2f} M"
                 lines.append(f"| {label} | {size}x{size} | {params:,} ({params / 1e6:.2f} M) | {printed} |")
     return "\n".join(lines)
@@ -99,7 +91,7 @@ def preset_card(preset: str, template: Path) -> ModelCard:
     config = VisionBigBirdConfig.from_preset(preset, num_labels=1000)
     sections = {"architecture": architecture(config), "cost": cost(config, [224], preset)}
     data = ModelCardData(**METADATA, tags=TAGS)
-    return ModelCard.from_template(data, str(template), preset=preset, swin_name=SWIN[preset][0], **sections)
+    return ModelCard.from_template(data, str(template), preset=preset, swin_name=SWIN_NAMES[preset], **sections)
 
 
 def fashion_mnist_card(demo: dict, study: dict, study_source: str, template: Path) -> ModelCard:
@@ -160,7 +152,7 @@ def main():
     demo, study = json.loads(committed_demo.read_text()), json.loads(study_file.read_text())
     study_source = study_file.relative_to(REPO_ROOT) if study_file.is_relative_to(REPO_ROOT) else study_file
     templates = args.templates_dir
-    cards = {f"vision-bigbird-{preset}": preset_card(preset, templates / "preset.md") for preset in SWIN}
+    cards = {f"vision-bigbird-{preset}": preset_card(preset, templates / "preset.md") for preset in SWIN_NAMES}
     cards[FASHION_MNIST_CARD] = fashion_mnist_card(demo, study, str(study_source), templates / "fashion_mnist.md")
     for name, card in cards.items():
         if args.validate:
