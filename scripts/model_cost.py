@@ -2,7 +2,8 @@
 linears, convolutions; normalisation, activations, softmax and pooling count zero) plus a formula for the CPU
 kernels of `F.scaled_dot_product_attention`, which torch's registry lacks, so that sdpa attention counts what
 eager's two matmuls count. MACs = FLOPs / 2, the unit of Swin-T's "4.5 G". The presets' parameters and MACs next
-to Swin-T/S/B are in the model cards (`python scripts/make_model_cards.py`); the tests check them against the Swin budgets.
+to Swin-T/S/B are in the model cards (`python scripts/make_model_cards.py`);
+the tests check them against the Swin budgets.
 
 Backward counts are not used: torch's `convolution_backward` formula overcounts the weight gradient of depthwise
 convolutions about `channels` times, so do not read training FLOPs of depthwise-conv models off this counter.
