@@ -135,6 +135,8 @@ def train(device: str, data: list, seconds: float, batch_size: int, image_size: 
     from study_models import RUNS  # the study's models, here on Fashion-MNIST upscaled to image_size
     from transformers import AutoConfig, AutoModelForImageClassification
 
+    import vision_bigbird_hf  # noqa: F401  (registers vision_bigbird with the Auto classes)
+
     def pixels(images):  # uint8 (B, 28, 28) -> normalised (B, 3, S, S) float
         images = images.to(device, torch.float32).div(255).sub(0.5).div(0.5).unsqueeze(1)
         return F.interpolate(images, size=(image_size, image_size), mode="bilinear").expand(-1, 3, -1, -1)
