@@ -6,6 +6,7 @@ when the folder does not match the installed transformers yet).
 """
 
 import importlib
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -48,3 +49,11 @@ def tiny_config():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+def docs_python_block(marker: str) -> str:
+    """The ```python block of docs/backbone.md that follows the `<!-- marker -->` comment."""
+    text = (REPO_ROOT / "docs" / "backbone.md").read_text()
+    match = re.search(rf"<!-- {marker} -->\s*```python\n(.*?)```", text, flags=re.DOTALL)
+    assert match is not None, f"no python block after <!-- {marker} --> in docs/backbone.md"
+    return match.group(1)

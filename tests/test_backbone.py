@@ -2,14 +2,13 @@
 ConvNeXt run them), the feature maps against an independent computation, and the backbone driving a UperNet
 segmentation head through `backbone_config`, with classifier weights loaded the way docs/backbone.md shows."""
 
-import re
 import socket
 import unittest
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_config_kwargs
+from conftest import docs_python_block, tiny_config_kwargs
 from hf_common.test_backbone_common import BackboneTesterMixin
 from hf_common.test_modeling_common import ModelTesterMixin, floats_tensor
 from huggingface_hub.errors import HFValidationError
@@ -290,13 +289,6 @@ def test_upernet_with_the_backbone_saves_and_reloads(tmp_path):
     pixel_values = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(reloaded(pixel_values).logits, model(pixel_values).logits)
-
-
-def docs_python_block(marker: str) -> str:
-    """The ```python block of docs/backbone.md that follows the `<!-- marker -->` comment."""
-    match = re.search(rf"<!-- {marker} -->\s*```python\n(.*?)```", DOCS.read_text(), flags=re.DOTALL)
-    assert match is not None, f"no python block after <!-- {marker} --> in {DOCS}"
-    return match.group(1)
 
 
 def test_docs_snippet_puts_classifier_weights_into_the_upernet_backbone(tmp_path):

@@ -20,9 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config_kwargs
+from conftest import docs_python_block, tiny_config_kwargs
 from PIL import Image
-from test_backbone import docs_python_block
 from huggingface_hub import ModelCard
 from transformers import AutoImageProcessor, AutoModel, AutoModelForImageClassification, pipeline
 from transformers.dynamic_module_utils import get_imports
@@ -37,6 +36,9 @@ from vision_bigbird_hf import (
     VisionBigBirdModel,
 )
 from vision_bigbird_hf.configuration_vision_bigbird import REMOTE_CODE_AUTO_MAP
+
+# one worker runs this file, so its module fixtures are built once (run_tests.sh: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("remote_code")
 
 
 PACKAGE_DIR = Path(vision_bigbird_hf.__file__).parent
