@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
 .venv/bin/python scripts/fetch_transformers_tests.py >/dev/null
-# two pytest workers on two cores: one thread each, or OpenMP oversubscription slows the suite about tenfold
+# two pytest workers on two cores, one thread each (OpenMP oversubscription slows the suite about tenfold); loadscope:
+# a module (or test class) runs on one worker, so its module fixtures are built once
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
-exec .venv/bin/python -m pytest -n 2 --dist loadgroup "$@"
+exec .venv/bin/python -m pytest -n 2 --dist loadscope "$@"

@@ -19,9 +19,6 @@ from transformers import AutoConfig, AutoModelForImageClassification
 
 from vision_bigbird_hf import VisionBigBirdConfig
 
-# one worker runs this file, so its module fixtures are built once (run_tests.sh: --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("compare_models")
-
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = REPO_ROOT / "scripts" / "compare_models.py"
 NAMES = [

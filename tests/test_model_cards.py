@@ -16,9 +16,6 @@ from huggingface_hub import ModelCard
 
 from vision_bigbird_hf import VisionBigBirdConfig, VisionBigBirdForImageClassification
 
-# one worker runs this file, so its module fixtures are built once (run_tests.sh: --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("model_cards")
-
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CARDS = REPO_ROOT / "model_cards"

@@ -9,9 +9,6 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-# one worker runs this file, so its module fixtures are built once (run_tests.sh: --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("model_cost")
-
 
 @pytest.fixture(scope="module")
 def cpu_tiny_counts():

@@ -37,9 +37,6 @@ from vision_bigbird_hf import (
 )
 from vision_bigbird_hf.configuration_vision_bigbird import REMOTE_CODE_AUTO_MAP
 
-# one worker runs this file, so its module fixtures are built once (run_tests.sh: --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("remote_code")
-
 
 PACKAGE_DIR = Path(vision_bigbird_hf.__file__).parent
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -14,9 +14,6 @@ from training_utils import TINY_MODEL_ARGS, load_weights, make_image_folder, rea
 import vision_bigbird_hf
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-# one worker runs this file, so its module fixtures are built once (run_tests.sh: --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("training_recipe")
-
 
 NUM_LABELS = 4
 

@@ -30,9 +30,6 @@ import vision_bigbird_hf
 from transformers import AutoImageProcessor, AutoModelForImageClassification, EvalPrediction, pipeline
 from transformers.image_transforms import convert_to_rgb
 
-# one worker runs this file, so its module fixtures are built once (run_tests.sh: --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("training_script")
-
 
 has_fashion_mnist = os.path.isfile(os.path.join(DEFAULT_FASHION_MNIST_DIR, "train-images-idx3-ubyte.gz"))
 requires_fashion_mnist = pytest.mark.skipif(not has_fashion_mnist, reason="dataset-fashion-mnist not installed")
