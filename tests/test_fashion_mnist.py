@@ -1,4 +1,4 @@
-"""Tests of the Fashion-MNIST loader, `scripts/fashion_mnist.py` (on sys.path through tests/conftest.py)."""
+"""Tests of the Fashion-MNIST loader, `scripts/fashion_mnist.py` (importable through the `pythonpath` of pyproject.toml's pytest section)."""
 
 import gzip
 import os
