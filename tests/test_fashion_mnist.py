@@ -1,4 +1,5 @@
-"""Tests of the Fashion-MNIST loader, `scripts/fashion_mnist.py` (importable through the `pythonpath` of pyproject.toml's pytest section)."""
+"""Tests of the Fashion-MNIST loader, `scripts/fashion_mnist.py` (importable through the `pythonpath` of
+pyproject.toml's pytest section)."""
 
 import gzip
 import os
