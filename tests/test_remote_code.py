@@ -265,7 +265,8 @@ def remote(saved, exported_classifier, workdir, image_path, request) -> dict:
 def test_config_auto_map_names_every_model_class(saved, name):
     auto_map = json.loads((saved[name] / "config.json").read_text())["auto_map"]
     assert auto_map == REMOTE_CODE_AUTO_MAP
-    assert set(auto_map) == {"AutoConfig", "AutoModel", "AutoModelForImageClassification", "AutoBackbone"}
+    model_classes = {"AutoModel", "AutoModelForImageClassification", "AutoBackbone", "AutoModelForMaskedImageModeling"}
+    assert set(auto_map) == {"AutoConfig", *model_classes}
 
 
 def test_a_plain_save_names_the_saved_image_processor_and_the_export_both_backends(saved, exported_classifier):

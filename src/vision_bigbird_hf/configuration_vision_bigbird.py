@@ -37,6 +37,7 @@ REMOTE_CODE_AUTO_MAP = {
     "AutoModel": "modeling_vision_bigbird.VisionBigBirdModel",
     "AutoModelForImageClassification": "modeling_vision_bigbird.VisionBigBirdForImageClassification",
     "AutoBackbone": "modeling_vision_bigbird.VisionBigBirdBackbone",
+    "AutoModelForMaskedImageModeling": "modeling_vision_bigbird.VisionBigBirdForMaskedImageModeling",
 }
 
 
