@@ -222,3 +222,18 @@ def test_8bit_images_pass_unchanged():
     assert to_8bit(image) is image
     floats = array.astype(np.float32)
     assert to_8bit(floats) is floats
+
+
+# ---- scripts/export_for_hub.py --------------------------------------------------
+
+
+def test_export_names_a_missing_run_folder(tmp_path, monkeypatch):
+    """Before the fix transformers took the missing folder for a Hub id ("Repo id must be in the form ...")."""
+    import export_for_hub  # scripts/ is on pytest's pythonpath
+
+    missing = tmp_path / "runs" / "no-such-run"
+    arguments = ["export_for_hub.py", "--run_dir", str(missing), "--output_dir", str(tmp_path / "hub")]
+    monkeypatch.setattr("sys.argv", arguments)
+    with pytest.raises(FileNotFoundError, match=f"--run_dir {missing}: no such folder"):
+        export_for_hub.main()
+    assert not (tmp_path / "hub").exists()
