@@ -177,11 +177,16 @@ def test_float_pil_image_in_unit_range_is_not_black(processor_class):
     np.testing.assert_allclose(processed(processor_class, image), 128 / 255, atol=1e-6)
 
 
-def test_already_rescaled_float_array_warns(processor_class, caplog):
+@pytest.mark.parametrize("as_input", ["array", "tensor", "bfloat16"])
+def test_already_rescaled_float_image_warns(processor_class, caplog, as_input):
     from transformers.utils import logging
 
+    if as_input == "bfloat16" and processor_class is VisionBigBirdImageProcessorPil:
+        pytest.skip("transformers' PilBackend cannot take bfloat16 tensors (NumPy has no bfloat16)")
     logging.get_logger("vision_bigbird_hf.image_decoding").warning_once.cache_clear()
-    image = np.full((32, 32, 3), 0.5, dtype=np.float32)
+    array = np.full((32, 32, 3), 0.5, dtype=np.float32)
+    image = {"array": array, "tensor": torch.from_numpy(array), "bfloat16": torch.from_numpy(array).bfloat16()}
+    image = image[as_input]
     logging.enable_propagation()
     try:
         processor_class()(image, return_tensors="pt")

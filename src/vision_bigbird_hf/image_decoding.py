@@ -160,10 +160,11 @@ def check_not_boolean(is_boolean: bool, shape: tuple):
 
 def warn_if_already_rescaled(image, do_rescale: bool | None):
     """Warn (once) when a float image already in [0, 1] is about to be divided by 255 again."""
-    if not do_rescale or not isinstance(image, (np.ndarray, torch.Tensor)) or image.dtype in (np.uint8, torch.uint8):
-        return
-    array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else image
-    if array.dtype.kind == "f" and is_scaled_image(array):
+    if isinstance(image, torch.Tensor):  # also bfloat16, which NumPy lacks
+        scaled = image.is_floating_point() and bool((image.min() >= 0) & (image.max() <= 1))
+    else:
+        scaled = isinstance(image, np.ndarray) and image.dtype.kind == "f" and is_scaled_image(image)
+    if do_rescale and scaled:
         logger.warning_once(
             "It looks like you are trying to rescale already rescaled images: a float image has all its values in "
             "[0, 1] and `do_rescale=True` divides them by 255 again. If the pixel values are in [0, 1], pass "
