@@ -45,6 +45,7 @@ CODE_FILES = [
     "configuration_vision_bigbird.py",
     "modeling_vision_bigbird.py",
     "image_processing_vision_bigbird.py",
+    "image_decoding.py",
     "image_processing_pil_vision_bigbird.py",
 ]
 ALL_STAGES = ["stem", "stage1", "stage2", "stage3", "stage4"]
@@ -286,8 +287,9 @@ def test_folders_carry_the_package_code(saved, exported_classifier):
     def code_files(folder):
         return sorted(path.name for path in folder.glob("*.py"))
 
-    # a plain save copies the saved classes' files and what they import (the PIL twin imports the torchvision file)
-    assert code_files(saved["classifier"]) == sorted(CODE_FILES[:3])
+    # a plain save copies the saved classes' files and what they import (the processors import image_decoding, the PIL
+    # twin the torchvision file)
+    assert code_files(saved["classifier"]) == sorted(CODE_FILES[:4])
     assert code_files(saved["base"]) == sorted(CODE_FILES)
     assert code_files(saved["backbone"]) == sorted(CODE_FILES[:2])
     assert code_files(exported_classifier) == sorted(CODE_FILES)

@@ -186,6 +186,7 @@ class VisionBigBirdEmbeddings(nn.Module):
 
     def __init__(self, config: VisionBigBirdConfig, use_mask_token: bool = False):
         super().__init__()
+        config.validate()  # the checks across fields again, for a config edited after construction (every model)
         self.num_channels = config.num_channels
         embed_dim = config.hidden_sizes[0]
         self.projection = nn.Conv2d(config.num_channels, embed_dim, kernel_size=7, stride=4, padding=3)
