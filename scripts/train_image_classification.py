@@ -14,7 +14,7 @@ import math
 import os
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import datasets
 import numpy as np
@@ -23,21 +23,27 @@ import torch
 import torch.nn.functional as F
 import torchvision
 import transformers
-from datasets import ClassLabel, DatasetDict, load_dataset
-from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
-from fashion_mnist import DEFAULT_FASHION_MNIST_DIR, load_fashion_mnist
-from huggingface_hub.errors import HFValidationError, StrictDataclassError
-from huggingface_hub.utils import validate_repo_id
+from huggingface_hub.errors import StrictDataclassError
+from image_data import (
+    SPLIT_FLAGS,
+    SPLITS,
+    DataTrainingArguments,
+    EpochCallback,
+    derived_seed,
+    image_folder_files,
+    load_image_dataset,
+    seeded_cpu_rng,
+    try_decode_rgb,
+)
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchvision.transforms import InterpolationMode, v2
+from training_common import InvalidArgument, arg, check_local_path, detect_last_checkpoint, setup_logging
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, Trainer, TrainingArguments
-from transformers.image_transforms import convert_to_rgb
 from transformers.image_utils import SizeDict, pil_torch_interpolation_mapping
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, SchedulerType, sort_checkpoints
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, SchedulerType
 
 # importing the package registers Vision Big Bird with AutoConfig, AutoModelForImageClassification, AutoImageProcessor
 from vision_bigbird_hf import PRESETS, VisionBigBirdImageProcessor
-from vision_bigbird_hf.image_decoding import to_8bit
 
 logger = logging.getLogger(__name__)
 
@@ -61,40 +67,6 @@ IMAGENET_TRAINING_ARGUMENTS = {
 }
 IMAGENET_LEARNING_RATE_PER_1024_IMAGES = 1e-3  # Swin TRAIN.BASE_LR 5e-4 per 512 images, DeiT --lr 5e-4 per 512
 PRESET_DROP_PATH_RATE = {"tiny": 0.2, "small": 0.3, "base": 0.5}  # Swin-T/S/B's MODEL.DROP_PATH_RATE
-SPLIT_FLAGS = {"train": "do_train", "validation": "do_eval", "test": "do_predict"}
-SPLITS = tuple(SPLIT_FLAGS)
-SPLIT_DIR_FLAGS = {"train": "train_dir", "validation": "validation_dir", "test": "test_dir"}
-
-
-class InvalidArgument(ValueError):
-    """A command-line value the script refuses; the message names the flag, path or value and what to do."""
-
-
-def arg(default, help_text: str, **metadata):  # a dataclass field with its --help text, as HfArgumentParser reads it
-    return field(default=default, metadata={"help": help_text, **metadata})
-
-
-@dataclass
-class DataTrainingArguments:
-    """The data; without --dataset_name and image folders, Fashion-MNIST from the local Debian package files."""
-
-    dataset_name: str | None = arg(None, "A dataset of the Hub or a local dataset path (`datasets.load_dataset`).")
-    dataset_config_name: str | None = arg(None, "The configuration name of the dataset.")
-    train_dir: str | None = arg(None, "A folder of training images, one sub-folder per class.")
-    validation_dir: str | None = arg(None, "A folder of validation images, one sub-folder per class.")
-    test_dir: str | None = arg(None, "A folder of test images, one sub-folder per class.")
-    fashion_mnist_dir: str = arg(DEFAULT_FASHION_MNIST_DIR, "Folder of the Fashion-MNIST IDX files (no data given).")
-    train_val_split: float = arg(0.1, "Fraction (< 1) or count (>= 1) of train split off as validation if none.")
-    max_train_samples: int | None = arg(None, "Truncate the training set to this many examples (seeded subset).")
-    max_eval_samples: int | None = arg(None, "Truncate the validation set to this many examples (seeded subset).")
-    max_predict_samples: int | None = arg(None, "Truncate the test set to this many examples (seeded subset).")
-    image_column_name: str = arg("image", "The dataset column holding the images.")
-    label_column_name: str = arg("label", "The dataset column holding the labels.")
-    check_images: bool = arg(True, "Decode every image before training and drop (and list) the unreadable ones.")
-    streaming: bool = arg(False, "Stream the dataset instead of preparing an Arrow copy; needs --max_steps.")
-    shuffle_buffer_size: int = arg(1000, "With --streaming: examples held for shuffling.")
-    preprocessing_num_workers: int | None = arg(None, "Processes for the image check (`Dataset.map(num_proc=...)`).")
-    overwrite_output_dir: bool = arg(False, "Start anew in a non-empty output_dir instead of resuming from it.")
 
 
 @dataclass
@@ -132,52 +104,6 @@ class RecipeArguments:
     mixup_switch_prob: float = arg(0.5, "With both Mixup and CutMix on, probability of CutMix.")
     random_erasing_prob: float = arg(0.0, "Probability of random erasing per image; 0: off.")
     ema_decay: float = arg(0.0, "Decay of a weight EMA, evaluated and saved; 0: off.")
-
-
-def image_folder_files(flag: str, folder: str, needs_classes: bool) -> dict[str, list[str]]:
-    """{class: its image files} of an image folder, whose classes are its sub-folders. Other files (notes, a
-    metadata.csv) are left out. Refused: a missing folder, no image, one class only in a training folder, images
-    directly in the folder or in a nested sub-folder (datasets' imagefolder would label those by their own folder)."""
-    if not os.path.isdir(folder):
-        raise InvalidArgument(f"{flag} {folder}: no such folder")
-    extensions, files = tuple(ImageFolder.EXTENSIONS), {}
-    for root, subfolders, names in os.walk(folder):
-        subfolders.sort()  # the same first offender in every message
-        images = sorted(os.path.join(root, name) for name in names if name.lower().endswith(extensions))
-        relative = os.path.relpath(root, folder)
-        if images and relative == os.curdir:
-            raise InvalidArgument(
-                f"{flag} {folder} holds images directly ({os.path.basename(images[0])}, ...): put each image in a "
-                "sub-folder named after its class"
-            )
-        if images and os.sep in relative:
-            raise InvalidArgument(
-                f"{flag} {folder}: images in the nested folder {relative}; the classes are the sub-folders of {flag} "
-                f"({relative.split(os.sep)[0]!r} here): move these images into {relative.split(os.sep)[0]}"
-            )
-        if images:
-            files[relative] = images
-    if not files:
-        raise InvalidArgument(f"{flag} {folder} holds no image files ({', '.join(extensions[:6])}, ...)")
-    if needs_classes and len(files) < 2:
-        raise InvalidArgument(
-            f"{flag} {folder} has images of one class only ({next(iter(files))!r}): a sub-folder per class"
-        )
-    return files
-
-
-def check_local_path(flag: str, name: str):
-    """A `--model_name_or_path` that is no folder and cannot be a Hub id (or names a folder under an existing local
-    one) is a missing local folder: say so, instead of letting the Hub report a bad id or no connection."""
-    if os.path.isdir(name):
-        return
-    try:
-        validate_repo_id(name)
-        is_repo_id = not (os.path.exists(name) or os.path.isdir(os.path.dirname(name)) or name.startswith(("./", "~")))
-    except HFValidationError:
-        is_repo_id = False
-    if not is_repo_id:
-        raise InvalidArgument(f"{flag} {name}: no such folder (and not a Hub model id)")
 
 
 AT_LEAST_ONE = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps")
@@ -245,131 +171,6 @@ def resolve_recipe(recipe_args: RecipeArguments, training_args: TrainingArgument
         global_batch_size = training_args.per_device_train_batch_size * training_args.world_size
         global_batch_size *= training_args.gradient_accumulation_steps
         training_args.learning_rate = IMAGENET_LEARNING_RATE_PER_1024_IMAGES * global_batch_size / 1024
-
-
-def detect_last_checkpoint(training_args: TrainingArguments, overwrite_output_dir: bool) -> str | None:
-    """The last complete checkpoint in output_dir to resume from, unless told to overwrite; refuse other content."""
-    output_dir = training_args.output_dir
-    if not (os.path.isdir(output_dir) and training_args.do_train) or overwrite_output_dir:
-        return None
-    checkpoints = sort_checkpoints(output_dir)  # checkpoint-<step> folders by step
-    if not checkpoints and os.listdir(output_dir):
-        raise InvalidArgument(
-            f"--output_dir {output_dir} already exists and is not empty. Use --overwrite_output_dir to overcome."
-        )
-    # a checkpoint without trainer_state.json was cut short by a crash
-    complete = [path for path in checkpoints if os.path.isfile(os.path.join(path, "trainer_state.json"))]
-    if complete and training_args.resume_from_checkpoint is None:
-        logger.info(
-            f"Checkpoint detected, resuming training at {complete[-1]}. To avoid this behavior, change "
-            "the `--output_dir` or add `--overwrite_output_dir` to train from scratch."
-        )
-    return complete[-1] if complete else None
-
-
-def check_columns(dataset: DatasetDict, data_args: DataTrainingArguments) -> DatasetDict:
-    """Check the image and label columns exist and the labels hold two classes or more; make them a `ClassLabel`."""
-    features, label_column = next(iter(dataset.values())).features, data_args.label_column_name
-    if features is None:
-        raise InvalidArgument("--streaming: this dataset does not declare its features; leave --streaming out")
-    for flag, name in [("image_column_name", data_args.image_column_name), ("label_column_name", label_column)]:
-        if name not in features:
-            raise InvalidArgument(
-                f"--{flag} {name} not found in the dataset; set --{flag} to one of {', '.join(features)}"
-            )
-    if not isinstance(features[label_column], ClassLabel):
-        if data_args.streaming:
-            raise InvalidArgument(
-                f"--streaming needs --label_column_name {label_column} to be a ClassLabel: leave --streaming out"
-            )
-        dataset = dataset.class_encode_column(label_column)
-    names = next(iter(dataset.values())).features[label_column].names
-    if len(names) < 2:
-        raise InvalidArgument(
-            f"--label_column_name {label_column} holds {len(names)} class ({names}): a classifier needs two or more"
-        )
-    return dataset
-
-
-def decode_rgb(value: dict) -> np.ndarray:
-    """A `datasets.Image` value ({"path", "bytes"}) -> (H, W, 3) uint8 RGB, converted as the image processors do
-    (16-bit and float images scaled to 8 bits by their range, `to_8bit`)."""
-    return convert_to_rgb(to_8bit(datasets.Image().decode_example(value)), return_numpy=True)
-
-
-def try_decode_rgb(value: dict, split: str, index: int) -> tuple[np.ndarray | None, str, str]:
-    """(`decode_rgb(value)` or None, why it failed or "", a name for the image: its path or split and index)."""
-    name = value.get("path") or f"{split} example {index}"
-    try:
-        return decode_rgb(value), "", name
-    except Exception as error:  # noqa: BLE001 (PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...)
-        return None, f"{type(error).__name__}: {error}", name
-
-
-def drop_unreadable_images(dataset, split: str, data_args: DataTrainingArguments):
-    """Decode every image once before training; drop the ones that fail and log their count and first names."""
-
-    def errors_and_names(values: list[dict], indices: list[int]) -> dict[str, list[str]]:
-        checked = [try_decode_rgb(value, split, index)[1:] for value, index in zip(values, indices)]  # images dropped
-        return {"error": [error for error, _ in checked], "name": [name for _, name in checked]}
-
-    undecoded = dataset.cast_column(data_args.image_column_name, datasets.Image(decode=False))
-    checked = undecoded.map(
-        errors_and_names,
-        input_columns=data_args.image_column_name,
-        batched=True,
-        with_indices=True,
-        remove_columns=dataset.column_names,
-        num_proc=data_args.preprocessing_num_workers,
-        desc=f"Checking the {split} images",
-    )
-    bad = [index for index, error in enumerate(checked["error"]) if error]
-    if not bad:
-        return dataset
-    listed = "; ".join(f"{checked[index]['name']} ({checked[index]['error']})" for index in bad[:10])
-    if len(bad) == len(dataset):
-        raise InvalidArgument(f"the {split} split has no readable image ({len(bad)} tried): {listed}")
-    logger.warning(f"{len(bad)} unreadable image(s) in {split}, left out: {listed}{' ...' if len(bad) > 10 else ''}")
-    return dataset.select(sorted(set(range(len(dataset))) - set(bad)))
-
-
-def load_image_dataset(data_args: DataTrainingArguments, seed: int, cache_dir=None, token=None, used_splits=SPLITS):
-    """`--dataset_name`, image folders or Fashion-MNIST: checked, a validation split carved from train if none, each
-    split capped by --max_*_samples, the unreadable images of `used_splits` left out (`--check_images`)."""
-    folders = {"train": data_args.train_dir, "validation": data_args.validation_dir, "test": data_args.test_dir}
-    data_files = {  # the image files only: a notes file or metadata.csv beside them is not data
-        split: sorted(itertools.chain(*image_folder_files(f"--{SPLIT_DIR_FLAGS[split]}", folder, False).values()))
-        for split, folder in folders.items()
-        if folder is not None and data_args.dataset_name is None
-    }
-    kwargs = {"cache_dir": cache_dir, "streaming": data_args.streaming}
-    if data_args.dataset_name is not None:
-        dataset = load_dataset(data_args.dataset_name, data_args.dataset_config_name, token=token, **kwargs)
-    elif data_files:
-        dataset = load_dataset("imagefolder", data_files=data_files, **kwargs)
-    else:
-        logger.info(f"No --dataset_name or image folder given: using Fashion-MNIST from {data_args.fashion_mnist_dir}")
-        dataset = load_fashion_mnist(data_args.fashion_mnist_dir)
-    dataset, fraction = check_columns(dataset, data_args), data_args.train_val_split
-    # seeded, the same on every process (a stream cannot be split at random: --do_eval asks it for a validation split)
-    if "validation" not in dataset and "train" in dataset and fraction > 0 and not data_args.streaming:
-        split = dataset["train"].train_test_split(test_size=int(fraction) if fraction >= 1 else fraction, seed=seed)
-        dataset["train"], dataset["validation"] = split["train"], split["test"]
-    splits = [split for split in SPLITS if split in dataset] + [split for split in dataset if split not in SPLITS]
-    dataset = DatasetDict({split: dataset[split] for split in splits})
-    limits = [data_args.max_train_samples, data_args.max_eval_samples, data_args.max_predict_samples]
-    for split, limit in zip(SPLITS, limits):  # a seeded random subset (of a stream: its first examples)
-        if split in dataset and limit is not None and data_args.streaming:
-            dataset[split] = dataset[split].take(limit)
-        elif split in dataset and limit is not None and limit < len(dataset[split]):
-            dataset[split] = dataset[split].shuffle(seed=seed).select(range(limit))
-    if data_args.streaming and "train" in dataset:  # shuffled in a buffer, anew for each pass (`set_epoch`)
-        dataset["train"] = dataset["train"].shuffle(seed=seed, buffer_size=data_args.shuffle_buffer_size)
-    # Fashion-MNIST, built from arrays, needs no check
-    if data_args.check_images and not data_args.streaming and (data_args.dataset_name or data_files):
-        for split in [split for split in used_splits if split in dataset]:
-            dataset[split] = drop_unreadable_images(dataset[split], split, data_args)
-    return dataset
 
 
 def build_config(model_args: ModelArguments, recipe_args: RecipeArguments):
@@ -461,6 +262,10 @@ def build_model_and_image_processor(model_args: ModelArguments, config):
     else:
         kwargs = {"config": config, "ignore_mismatched_sizes": model_args.ignore_mismatched_sizes, **hub_kwargs}
         model = AutoModelForImageClassification.from_pretrained(name, **kwargs)
+        if any(architecture.endswith("ForMaskedImageModeling") for architecture in config.architectures or []):
+            logger.info(
+                f"{name} is a masked-image-modeling run: its encoder is loaded; its decoder and mask token are left out, the classifier is new"
+            )
     processor_name = model_args.image_processor_name or name
     if processor_name is not None:
         image_processor = AutoImageProcessor.from_pretrained(processor_name, **hub_kwargs)
@@ -469,19 +274,6 @@ def build_model_and_image_processor(model_args: ModelArguments, config):
     if model_args.image_size is not None:
         override_image_size(image_processor, model_args.image_size)
     return model, image_processor
-
-
-def derived_seed(*numbers: int) -> int:
-    """A 63-bit seed from (seed, epoch, sample index, ...): the same numbers give the same augmentation anywhere."""
-    return int(np.random.SeedSequence([int(number) for number in numbers]).generate_state(1, np.uint64)[0] >> 1)
-
-
-@contextlib.contextmanager
-def seeded_cpu_rng(seed: int):
-    """torch's CPU generator (torchvision's transforms draw from it) seeded in the block, its state restored after."""
-    with torch.random.fork_rng(devices=[]):  # the CPU only: `torch.manual_seed` would reseed every accelerator
-        torch.default_generator.manual_seed(seed)
-        yield
 
 
 # timm's rand-m<0-10>[-n<ops>][-inc1][-mstd<std>]; inc1 is how torchvision's posterize and solarize already grow
@@ -679,16 +471,6 @@ class WeightEMA(transformers.TrainerCallback):
             self.copy_to(model, live)
 
 
-class EpochCallback(transformers.TrainerCallback):
-    """Tells the training dataset the epoch (also after a resume, and under DDP, where accelerate's does not)."""
-
-    def __init__(self, dataset: ImageClassificationDataset):
-        self.dataset = dataset
-
-    def on_epoch_begin(self, args, state, control, **kwargs):
-        self.dataset.set_epoch(math.floor(state.epoch or 0))
-
-
 class ImageClassificationTrainer(Trainer):
     """The `Trainer`, plus a weight EMA (when `ema_decay` > 0) used by `evaluate`/`predict` and kept in checkpoints."""
 
@@ -733,21 +515,7 @@ def main(args: list[str] | None = None):
     else:
         given = {word[2:].split("=")[0].replace("-", "_") for word in args if word.startswith("--")}
         model_args, data_args, recipe_args, training_args = parser.parse_args_into_dataclasses(args=args)
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", stream=sys.stdout)
-    if training_args.should_log:
-        transformers.utils.logging.set_verbosity_info()  # info logs on the main process unless --log_level says
-    log_level = training_args.get_process_log_level()
-    logger.setLevel(log_level)
-    datasets.utils.logging.set_verbosity(log_level)
-    transformers.utils.logging.set_verbosity(log_level)
-    transformers.utils.logging.enable_default_handler()
-    transformers.utils.logging.enable_explicit_format()
-    logger.warning(
-        f"Process rank: {training_args.process_index}, world size: {training_args.world_size}, device: "
-        f"{training_args.device}, n_gpu: {training_args.n_gpu}, distributed training: "
-        f"{training_args.parallel_mode.value == 'distributed'}, 16-bits training: "
-        f"{training_args.fp16 or training_args.bf16}"
-    )
+    setup_logging(training_args)
     resolve_recipe(recipe_args, training_args, given)
     validate_arguments(model_args, data_args, recipe_args, training_args)
     # Built before the dataset, so that bad overrides and too small images fail in seconds.

@@ -5,15 +5,15 @@ seeds and the weight EMA. Expected values come from the definitions (a Mixup of 
 label gives, an EMA recomputed from the checkpoints' live weights), not from the code's own output.
 """
 
+import image_data
 import numpy as np
 import pytest
 import torch
 import train_image_classification as script
 from training_utils import TINY_MODEL_ARGS, load_weights, make_image_folder, read_json, run_script
-
-import vision_bigbird_hf
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
+import vision_bigbird_hf
 
 NUM_LABELS = 4
 
@@ -139,7 +139,7 @@ def test_random_erasing_replaces_one_box_and_leaves_the_rest():
 
 def test_augmentation_is_a_function_of_seed_epoch_and_sample_index(tmp_path):
     folder = make_image_folder(tmp_path / "train", images_per_class=2, seed=0)
-    dataset = script.load_dataset("imagefolder", data_files={"train": str(folder / "**")}, cache_dir=str(tmp_path))
+    dataset = image_data.load_dataset("imagefolder", data_files={"train": str(folder / "**")}, cache_dir=str(tmp_path))
     image_processor = vision_bigbird_hf.VisionBigBirdImageProcessor()
     script.override_image_size(image_processor, 32)
     transform = script.build_train_transform(image_processor, recipe(recipe="imagenet"))

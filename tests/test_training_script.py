@@ -10,6 +10,7 @@ import logging
 import math
 import os
 
+import image_data
 import numpy as np
 import pytest
 import torch
@@ -25,11 +26,10 @@ from training_utils import (
     read_json,
     run_script,
 )
-
-import vision_bigbird_hf
 from transformers import AutoImageProcessor, AutoModelForImageClassification, EvalPrediction, pipeline
 from transformers.image_transforms import convert_to_rgb
 
+import vision_bigbird_hf
 
 has_fashion_mnist = os.path.isfile(os.path.join(DEFAULT_FASHION_MNIST_DIR, "train-images-idx3-ubyte.gz"))
 requires_fashion_mnist = pytest.mark.skipif(not has_fashion_mnist, reason="dataset-fashion-mnist not installed")
@@ -164,7 +164,7 @@ def test_every_mode_becomes_the_rgb_the_image_processor_makes(tmp_path):
     for name, image in images_of_every_mode(rng).items():
         path = tmp_path / (f"{name}.jpg" if name == "cmyk" else f"{name}.png")
         image.save(path)
-        decoded = script.decode_rgb({"path": str(path), "bytes": None})
+        decoded = image_data.decode_rgb({"path": str(path), "bytes": None})
         expected = image_processor(Image.open(path), return_tensors="pt")["pixel_values"][0]
         # the evaluation path of the script: decoded, then the image processor
         rows = script.datasets.Dataset.from_dict({"image": [str(path)], "label": [0]})
@@ -172,7 +172,7 @@ def test_every_mode_becomes_the_rgb_the_image_processor_makes(tmp_path):
         evaluation = script.ImageClassificationDataset(rows, "validation", "image", "label", image_processor)
         torch.testing.assert_close(evaluation[0]["pixel_values"], expected, rtol=0, atol=0, msg=name)
         assert decoded.shape[2] == 3 and decoded.dtype == np.uint8
-    rgba = script.decode_rgb({"path": str(tmp_path / "rgba.png"), "bytes": None})
+    rgba = image_data.decode_rgb({"path": str(tmp_path / "rgba.png"), "bytes": None})
     assert (rgba[:10] == 255).all()  # composited onto white, not the colors hidden under alpha 0 (convert("RGB"))
 
 
@@ -180,7 +180,7 @@ def test_unreadable_image_met_during_training_is_skipped_with_its_name(tmp_path,
     folder = make_image_folder(tmp_path / "train", images_per_class=2, seed=0)
     truncated = folder / "square" / "1.png"
     truncated.write_bytes(truncated.read_bytes()[:200])
-    dataset = script.load_dataset("imagefolder", data_files={"train": str(folder / "**")}, cache_dir=str(tmp_path))
+    dataset = image_data.load_dataset("imagefolder", data_files={"train": str(folder / "**")}, cache_dir=str(tmp_path))
     image_processor = vision_bigbird_hf.VisionBigBirdImageProcessor()
     script.override_image_size(image_processor, 32)
     recipe_args = script.RecipeArguments()
@@ -293,7 +293,7 @@ def test_dataset_name_with_other_columns_string_labels_and_split_count(tmp_path)
         {"train": data.filter(lambda kind: kind == "circle", input_columns="kind")}
     )
     with pytest.raises(script.InvalidArgument, match="--label_column_name kind holds 1 class"):
-        script.check_columns(one_class, data_args)
+        image_data.check_columns(one_class, data_args)
 
 
 # ---- End to end -------------------------------------------------------------------------------
@@ -432,7 +432,7 @@ def test_rgb_conversion_is_transformers_own():
     image = draw_shape("circle", np.random.default_rng(0), "RGBA")
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    decoded = script.decode_rgb({"path": None, "bytes": buffer.getvalue()})
+    decoded = image_data.decode_rgb({"path": None, "bytes": buffer.getvalue()})
     np.testing.assert_array_equal(decoded, convert_to_rgb(image, return_numpy=True))
 
 
@@ -529,7 +529,7 @@ def test_16bit_grayscale_png_in_a_training_folder_is_not_white(tmp_path):
     """PIL's conversion of a 16-bit PNG (mode I;16) to RGB clips every value above 255 to white."""
     values = (np.arange(32 * 32).reshape(32, 32) * 64).astype(np.uint16)  # 0 ... 65472
     Image.fromarray(values).save(tmp_path / "gray16.png")
-    rgb = script.decode_rgb({"path": str(tmp_path / "gray16.png"), "bytes": None})
+    rgb = image_data.decode_rgb({"path": str(tmp_path / "gray16.png"), "bytes": None})
     assert rgb.dtype == np.uint8 and rgb.shape == (32, 32, 3)
     np.testing.assert_array_equal(rgb[..., 0], np.round(values / 257).astype(np.uint8))
 
