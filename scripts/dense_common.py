@@ -61,7 +61,9 @@ def parse_arguments(parser: HfArgumentParser, args: list[str]) -> tuple[tuple, s
     """
     unset = object()
     names = {item.name for kind in parser.dataclass_types for item in dataclasses.fields(kind) if item.init}
-    namespace, _ = parser.parse_known_args(args, namespace=argparse.Namespace(**dict.fromkeys(names, unset)))
+    namespace, unknown = parser.parse_known_args(args, namespace=argparse.Namespace(**dict.fromkeys(names, unset)))
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     given = {name for name in names if getattr(namespace, name) is not unset}
     return parser.parse_args_into_dataclasses(args=args), given
 

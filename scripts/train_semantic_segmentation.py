@@ -11,6 +11,7 @@ with `AutoModelForSemanticSegmentation` and serves `pipeline("image-segmentation
 docs/dense_prediction_segmentation.md.
 """
 
+import dataclasses
 import io
 import json
 import logging
@@ -124,15 +125,23 @@ class DataTrainingArguments:
     )
 
 
-def resolve_recipe(argument_sets: tuple, given: set[str]) -> dict:
-    """Set every --recipe value whose flag was not given on the command line; return the values used."""
-    used = {}
+def resolve_recipe(
+    model_args: ModelArguments, data_args: DataTrainingArguments, training_args: TrainingArguments, given: set[str]
+) -> tuple[TrainingArguments, dict]:
+    """`--recipe ade20k`: its value for every flag not given on the command line. Returns the training arguments
+    rebuilt (so that what they derive, such as do_eval from eval_strategy, follows) and every recipe value used."""
+    training_values = {}
     for name, value in ADE20K_RECIPE.items():
-        holder = next(arguments for arguments in argument_sets if hasattr(arguments, name))
-        if name not in given:
-            setattr(holder, name, value)
-        used[name] = getattr(holder, name)
-    return used
+        if name in given:
+            continue
+        if hasattr(training_args, name):
+            training_values[name] = value
+        else:
+            setattr(model_args if hasattr(model_args, name) else data_args, name, value)
+    training_args = dataclasses.replace(training_args, **training_values)
+    holders = (model_args, data_args, training_args)
+    used = {name: getattr(next(args for args in holders if hasattr(args, name)), name) for name in ADE20K_RECIPE}
+    return training_args, used
 
 
 def load_splits(data_args: DataTrainingArguments, seed: int) -> datasets.DatasetDict:
@@ -356,7 +365,9 @@ def main(args: list[str] | None = None):
         module_logger.setLevel(log_level)
     transformers.utils.logging.set_verbosity(log_level)
     datasets.utils.logging.set_verbosity(log_level)
-    recipe = resolve_recipe((model_args, data_args, training_args), given) if data_args.recipe == "ade20k" else {}
+    recipe = {}
+    if data_args.recipe == "ade20k":
+        training_args, recipe = resolve_recipe(model_args, data_args, training_args, given)
     training_args.remove_unused_columns = False  # the transforms read the image and label columns
     training_args.batch_eval_metrics = True  # the confusion matrix accumulates per batch; logits are never all kept
     check_model_arguments(model_args)
