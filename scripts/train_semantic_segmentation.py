@@ -100,9 +100,7 @@ class ModelArguments(BackboneArguments):
 class DataTrainingArguments:
     dataset_name: str | None = arg(None, "A Hub dataset (scene_parse_150) or a local datasets folder.")
     dataset_config_name: str | None = arg(None, "The configuration name of the dataset.")
-    data_dir: str | None = arg(
-        None, "A folder in ADE20K's layout: images/ and annotations/ with training/, validation/."
-    )
+    data_dir: str | None = arg(None, "A folder in ADE20K's layout: images/, annotations/ with training/, validation/.")
     train_val_split: float | None = arg(0.15, "Fraction of train split off for validation when there is none.")
     max_train_samples: int | None = arg(None, "Truncate the training set to this many samples.")
     max_eval_samples: int | None = arg(None, "Truncate the evaluation set to this many samples.")
@@ -117,12 +115,8 @@ class DataTrainingArguments:
     )  # fmt: skip
     min_scale: float = arg(0.5, "Smallest random rescale ratio of training images.")
     max_scale: float = arg(2.0, "Largest random rescale ratio of training images.")
-    recipe: str = arg(
-        "none", "ade20k: Swin's UperNet ADE20K setting for every flag not given.", choices=["ade20k", "none"]
-    )
-    plot_predictions: str | None = arg(
-        None, "After evaluation, save a PNG of validation images, ground truth, prediction."
-    )
+    recipe: str = arg("none", "ade20k: Swin's UperNet ADE20K setting for flags not given.", choices=["ade20k", "none"])
+    plot_predictions: str | None = arg(None, "Save a PNG of validation images, ground truth and prediction here.")
 
 
 def resolve_recipe(
@@ -189,15 +183,12 @@ def read_id2label(data_args: DataTrainingArguments, model_args: ModelArguments) 
         from huggingface_hub import hf_hub_download
         from huggingface_hub.errors import HfHubHTTPError
 
-        name = data_args.dataset_name
-        repo, file_name = (
-            ("huggingface/label-files", "ade20k-id2label.json")
-            if name == "scene_parse_150"
-            else (name, "id2label.json")
-        )
+        repo, file_name = (data_args.dataset_name, "id2label.json")
+        if repo == "scene_parse_150":  # as the example: ADE20K's names from huggingface/label-files
+            repo, file_name = ("huggingface/label-files", "ade20k-id2label.json")
         try:
             with open(hf_hub_download(repo, file_name, repo_type="dataset")) as file:
-                return {int(index): name for index, name in json.load(file).items()}
+                return {int(index): label for index, label in json.load(file).items()}
         except (OSError, HfHubHTTPError) as error:  # no such file or repository, or offline
             logger.warning(f"No class names from {repo}/{file_name} ({type(error).__name__})")
     if model_args.model_name_or_path is not None:
@@ -208,6 +199,11 @@ def read_id2label(data_args: DataTrainingArguments, model_args: ModelArguments) 
 
 def open_file(value: dict):  # a datasets.Image(decode=False) value: a path, or the file's bytes
     return PIL.Image.open(io.BytesIO(value["bytes"]) if value.get("bytes") else value["path"])
+
+
+def read_label_map(value: dict, do_reduce_labels: bool) -> np.ndarray:
+    label_map = np.array(open_file(value))  # (H, W)
+    return reduce_labels(label_map) if do_reduce_labels else label_map.astype(np.int64)
 
 
 def check_annotations(dataset: datasets.DatasetDict, max_label: int | None) -> int:
@@ -230,13 +226,6 @@ def check_annotations(dataset: datasets.DatasetDict, max_label: int | None) -> i
     if problems:
         raise InvalidArgument(problem_list(f"{len(problems)} bad annotations", problems))
     return largest
-
-
-def to_tensors(image: PIL.Image.Image, label: PIL.Image.Image, do_reduce_labels: bool):
-    label_map = np.asarray(label)  # (H, W)
-    label_map = reduce_labels(label_map) if do_reduce_labels else label_map.astype(np.int64)
-    image_tensor = torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1)  # (3, H, W) uint8
-    return tv_tensors.Image(image_tensor), tv_tensors.Mask(torch.from_numpy(label_map))
 
 
 def random_rescale_size(height: int, width: int, data_args: DataTrainingArguments) -> list[int]:
@@ -267,11 +256,11 @@ def build_train_transform(data_args: DataTrainingArguments, image_processor):
     def transform(batch):
         pixel_values, labels = [], []
         for image, label in zip(batch["image"], batch["label"]):
-            image_tensor, mask = to_tensors(open_file(image), open_file(label), data_args.do_reduce_labels)
+            image_tensor = v2.functional.pil_to_tensor(open_file(image).convert("RGB"))  # (3, H, W) uint8
+            mask = tv_tensors.Mask(torch.from_numpy(read_label_map(label, data_args.do_reduce_labels)))  # (H, W)
             size = random_rescale_size(*image_tensor.shape[-2:], data_args)
-            image_tensor, mask = after_resize(
-                v2.functional.resize(image_tensor, size), v2.functional.resize(mask, size)
-            )
+            resized = v2.functional.resize(tv_tensors.Image(image_tensor), size), v2.functional.resize(mask, size)
+            image_tensor, mask = after_resize(*resized)
             pixel_values.append(image_tensor)
             labels.append(mask.as_subclass(torch.Tensor).long())
         return {"pixel_values": pixel_values, "labels": labels}
@@ -333,11 +322,11 @@ def plot_predictions(model, image_processor, dataset, path: str, num_images: int
     model.eval()
     for column, row in enumerate(dataset.select(range(num_images))):
         image = open_file(row["image"]).convert("RGB")
-        encoding = image_processor(image, segmentation_maps=np.asarray(open_file(row["label"])), return_tensors="pt")
         with torch.no_grad():
-            outputs = model(pixel_values=encoding["pixel_values"])
+            outputs = model(pixel_values=image_processor(image, return_tensors="pt")["pixel_values"].to(model.device))
         prediction = image_processor.post_process_semantic_segmentation(outputs, target_sizes=[image.size[::-1]])[0]
-        target = v2.functional.resize(tv_tensors.Mask(encoding["labels"]), list(image.size[::-1]))[0]  # (H, W)
+        prediction = prediction.cpu()  # (H, W)
+        target = torch.from_numpy(read_label_map(row["label"], image_processor.do_reduce_labels))  # (H, W)
         target_colors = np.where((target == IGNORE_INDEX)[..., None], 1.0, colors[target.clamp(max=len(colors) - 1)])
         panels = (np.asarray(image), target_colors, colors[prediction])  # ignored pixels (255) in white
         for axis, panel, title in zip(axes[:, column], panels, ("image", "ground truth", "prediction")):
