@@ -84,6 +84,15 @@ def test_metrics_match_an_independent_numpy_computation():
     assert result["overall_accuracy"] == pytest.approx(expected[2], abs=1e-12)
     assert result["iou_c4"] == 0.0 and "iou_c5" not in result  # predicted-only: IoU 0; absent from both: no IoU
     assert [result[f"iou_c{index}"] for index in range(4)] == pytest.approx(expected[3][:4].tolist(), abs=1e-12)
+    # torchmetrics' own macro IoU leaves out the same classes; its macro accuracy would count class 4 as 0 (mmseg: no
+    # accuracy for a class absent from the targets), which is why the means are taken from the confusion matrix
+    from torchmetrics.functional.classification import multiclass_accuracy, multiclass_jaccard_index
+
+    predictions, labels = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+    torchmetrics_iou = multiclass_jaccard_index(predictions, labels, num_classes, average="macro", ignore_index=255)
+    assert result["mean_iou"] == pytest.approx(torchmetrics_iou.item(), abs=1e-6)
+    torchmetrics_accuracy = multiclass_accuracy(predictions, labels, num_classes, average="macro", ignore_index=255)
+    assert torchmetrics_accuracy.item() == pytest.approx(expected[1] * 4 / 5, abs=1e-6)  # class 4 counted as 0
     again = metric(EvalPrediction(*batches[1]), compute_result=True)  # compute() starts the next evaluation afresh
     predictions, labels = batches[1]
     assert again["mean_iou"] == pytest.approx(numpy_mean_iou(predictions.numpy(), labels.numpy(), num_classes)[0])
