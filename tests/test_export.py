@@ -13,7 +13,6 @@ from torch.export import Dim, export
 from vision_bigbird_hf import VisionBigBirdConfig, VisionBigBirdForImageClassification
 from vision_bigbird_hf.modeling_vision_bigbird import adaptive_avg_pool_tokens
 
-
 # Sizes met after export: odd sizes, batch 1, a last stage with one window and with a 1-token-shorter window, and
 # (for the default pool 7) last-stage maps smaller and larger than the pooled grid.
 EXPORT_CHECK_SHAPES = [(1, 3, 64, 64), (3, 3, 75, 141), (1, 3, 33, 40), (2, 3, 224, 224), (1, 3, 300, 130)]
@@ -39,9 +38,9 @@ def tiny_classifier(**overrides) -> VisionBigBirdForImageClassification:
 
 @pytest.mark.parametrize("height,width,pool_size", [(7, 7, 7), (16, 9, 3), (2, 5, 7), (1, 1, 2), (13, 8, 7)])
 def test_fixed_grid_pooling_equals_adaptive_avg_pool2d(height, width, pool_size):
-    hidden_states = torch.randn(2, height * width, 5)                                       # (B, N, C)
-    pooled, valid = adaptive_avg_pool_tokens(hidden_states, height, width, pool_size)       # (B, pool**2, C)
-    feature_map = hidden_states.unflatten(1, (height, width)).permute(0, 3, 1, 2)           # (B, C, H, W)
+    hidden_states = torch.randn(2, height * width, 5)  # (B, N, C)
+    pooled, valid = adaptive_avg_pool_tokens(hidden_states, height, width, pool_size)  # (B, pool**2, C)
+    feature_map = hidden_states.unflatten(1, (height, width)).permute(0, 3, 1, 2)  # (B, C, H, W)
     p_h, p_w = min(pool_size, height), min(pool_size, width)
     expected = torch.nn.functional.adaptive_avg_pool2d(feature_map, (p_h, p_w)).flatten(2).transpose(1, 2)
     assert int(valid.sum()) == p_h * p_w
@@ -117,8 +116,11 @@ def test_dynamic_export_matches_eager_at_other_sizes(overrides):
         pixel_values = torch.randn(*shape)
         with torch.no_grad():
             torch.testing.assert_close(
-                module(pixel_values=pixel_values).logits, model(pixel_values).logits, atol=1e-5, rtol=1e-5,
-                msg=lambda message: f"input {shape}: {message}",
+                module(pixel_values=pixel_values).logits,
+                model(pixel_values).logits,
+                atol=1e-5,
+                rtol=1e-5,
+                msg=lambda message, shape=shape: f"input {shape}: {message}",
             )
 
 

@@ -31,8 +31,13 @@ def test_any_input_size_of_at_least_32_pixels(height, width):
 
 @pytest.mark.parametrize(
     "shape,message",
-    [((1, 3, 31, 64), "at least 32x32"), ((1, 3, 64, 20), "at least 32x32"), ((1, 1, 64, 64), "channels"),
-     ((3, 64, 64), "shape"), ((1, 4, 64, 64), "num_channels=3")],
+    [
+        ((1, 3, 31, 64), "at least 32x32"),
+        ((1, 3, 64, 20), "at least 32x32"),
+        ((1, 1, 64, 64), "channels"),
+        ((3, 64, 64), "shape"),
+        ((1, 4, 64, 64), "num_channels=3"),
+    ],
 )
 def test_bad_input_gets_a_clear_error(shape, message):
     model = VisionBigBirdModel(VisionBigBirdConfig(**tiny_config_kwargs()))
@@ -51,8 +56,10 @@ def test_bad_input_gets_a_clear_error(shape, message):
     ids=["empty_batch", "zero_size", "uint8", "int64"],
 )
 def test_inputs_that_would_crash_or_mislead_are_clear_errors(pixel_values, message):
-    for model in (VisionBigBirdForImageClassification(VisionBigBirdConfig(**tiny_config_kwargs())),
-                  VisionBigBirdBackbone(VisionBigBirdConfig(**tiny_config_kwargs()))):
+    for model in (
+        VisionBigBirdForImageClassification(VisionBigBirdConfig(**tiny_config_kwargs())),
+        VisionBigBirdBackbone(VisionBigBirdConfig(**tiny_config_kwargs())),
+    ):
         with pytest.raises(ValueError, match=message):
             model(pixel_values)
 
@@ -208,7 +215,10 @@ def test_save_and_load_round_trip_through_auto_classes(tmp_path):
 
 
 def test_image_size_is_only_nominal():
-    small, large = VisionBigBirdConfig(**tiny_config_kwargs(image_size=64)), VisionBigBirdConfig(**tiny_config_kwargs(image_size=384))
+    small, large = (
+        VisionBigBirdConfig(**tiny_config_kwargs(image_size=64)),
+        VisionBigBirdConfig(**tiny_config_kwargs(image_size=384)),
+    )
     model_small = VisionBigBirdForImageClassification(small).eval()
     model_large = VisionBigBirdForImageClassification(large).eval()
     model_large.load_state_dict(model_small.state_dict())

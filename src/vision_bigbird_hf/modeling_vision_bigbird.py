@@ -57,7 +57,6 @@ from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_vision_bigbird import VisionBigBirdConfig
 
-
 MIN_INPUT_SIZE = 32  # pixels; the stage-4 token grid is then 1x1
 
 
@@ -174,7 +173,9 @@ class VisionBigBirdEmbeddings(nn.Module):
         # position-embedding ablation (use_absolute_embeddings=True) builds one.
         if config.use_absolute_embeddings:
             # CODEPATH: image_size is an int in every released config; a (height, width) pair is for non-square use.
-            image_size = config.image_size if isinstance(config.image_size, (list, tuple)) else (config.image_size,) * 2
+            image_size = (
+                config.image_size if isinstance(config.image_size, (list, tuple)) else (config.image_size,) * 2
+            )
             grid = (math.ceil(image_size[0] / 4), math.ceil(image_size[1] / 4))
             self.position_embeddings = nn.Parameter(torch.zeros(1, embed_dim, *grid))
         else:
@@ -209,14 +210,14 @@ class VisionBigBirdEmbeddings(nn.Module):
         """pixel_values: (B, C_in, H_in, W_in) -> hidden_states (B, N, C) with H = ceil(H_in/4), W = ceil(W_in/4)."""
         self.check_pixel_values(pixel_values)
         pixel_values = pixel_values.to(self.projection.weight.dtype, memory_format=torch.channels_last)
-        feature_map = self.projection(pixel_values)                                         # (B, C, H, W) channels-last
+        feature_map = self.projection(pixel_values)  # (B, C, H, W) channels-last
         _, _, height, width = feature_map.shape
         if self.position_embeddings is not None:
             position_map = nn.functional.interpolate(
                 self.position_embeddings, size=(height, width), mode="bicubic", align_corners=False
-            )                                                                               # (1, C, H, W)
+            )  # (1, C, H, W)
             feature_map = feature_map + position_map
-        hidden_states = self.norm(feature_map_to_tokens(feature_map))                      # (B, N, C)
+        hidden_states = self.norm(feature_map_to_tokens(feature_map))  # (B, N, C)
         return self.dropout(hidden_states), height, width
 
 
@@ -232,7 +233,7 @@ class VisionBigBirdDownsample(nn.Module):
         """(B, N, C_in) on an H x W grid -> (B, N', C_out) on a ceil(H/2) x ceil(W/2) grid."""
         feature_map = self.projection(tokens_to_feature_map(hidden_states, height, width))  # (B, C_out, H', W')
         _, _, height, width = feature_map.shape
-        return self.norm(feature_map_to_tokens(feature_map)), height, width                  # (B, N', C_out)
+        return self.norm(feature_map_to_tokens(feature_map)), height, width  # (B, N', C_out)
 
 
 def eager_attention_forward(
@@ -246,12 +247,12 @@ def eager_attention_forward(
     **kwargs: Unpack[TransformersKwargs],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """query (B*, h, Nq, d), key/value (B*, h, Nk, d) -> output (B*, Nq, h, d), weights (B*, h, Nq, Nk)."""
-    attn_weights = torch.matmul(query, key.transpose(-1, -2)) * scaling                     # (B*, h, Nq, Nk)
+    attn_weights = torch.matmul(query, key.transpose(-1, -2)) * scaling  # (B*, h, Nq, Nk)
     if attention_mask is not None:
         attn_weights = attn_weights + attention_mask
     attn_weights = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
     attn_weights = nn.functional.dropout(attn_weights, p=dropout, training=module.training)
-    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()           # (B*, Nq, h, d)
+    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()  # (B*, Nq, h, d)
     return attn_output, attn_weights
 
 
@@ -269,14 +270,16 @@ class VisionBigBirdConvHeads(nn.Module):
 
     def forward(self, values: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """values: (B, N, C_conv) -> (B, N, C_conv)."""
-        feature_map = tokens_to_feature_map(values, height, width)                           # (B, C_conv, H, W)
-        return feature_map_to_tokens(self.depthwise(feature_map))                            # (B, N, C_conv)
+        feature_map = tokens_to_feature_map(values, height, width)  # (B, C_conv, H, W)
+        return feature_map_to_tokens(self.depthwise(feature_map))  # (B, N, C_conv)
 
 
 # ---- Head group 2: Random-Sampling-Windows (RS-Win) heads ------------------
 
 
-def sample_window_order(num_tokens: int, device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_window_order(
+    num_tokens: int, device: torch.device, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """A uniform random permutation of token positions (N,), drawn from torch's default generator unless
     `generator` is given, so `torch.manual_seed` reproduces a training step (and gradient checkpointing's RNG
     replay recomputes the same windows)."""
@@ -288,24 +291,24 @@ def seeded_window_order(height: int, width: int, seed: int, device: torch.device
     windows. Built from an integer hash of the positions with tensor ops only (no generator), so it is
     deterministic on every device and traceable by torch.compile / torch.export."""
     mixed_seed = (seed * 1_000_003 + height * 7_919 + width) % 2_147_483_647
-    keys = torch.arange(height * width, device=device, dtype=torch.int64) + mixed_seed      # (N,)
-    for multiplier in (1_103_515_245, 1_274_126_177):                                       # 31-bit products fit in int64
+    keys = torch.arange(height * width, device=device, dtype=torch.int64) + mixed_seed  # (N,)
+    for multiplier in (1_103_515_245, 1_274_126_177):  # 31-bit products fit in int64
         keys = (keys * multiplier) % 2_147_483_647
         keys = keys ^ (keys >> 13)
     # Position as the low digits makes every key distinct, so a plain sort gives the stable order (a stable sort
     # does not convert to ONNX) and the permutation is the same on every backend.
     keys = keys * (height * width) + torch.arange(height * width, device=device, dtype=torch.int64)  # < 2**31 * N
-    return torch.argsort(keys)                                                               # (N,)
+    return torch.argsort(keys)  # (N,)
 
 
 def grid_window_order(height: int, width: int, window_size: int, device: torch.device) -> torch.Tensor:
     """Raster order of square window_size x window_size tiles (N,): the non-random ablation of RS-Win."""
-    rows = torch.arange(height, device=device).unsqueeze(1)                                 # (H, 1)
-    cols = torch.arange(width, device=device).unsqueeze(0)                                  # (1, W)
+    rows = torch.arange(height, device=device).unsqueeze(1)  # (H, 1)
+    cols = torch.arange(width, device=device).unsqueeze(0)  # (1, W)
     tiles_per_row = -(-width // window_size)
-    tile = (rows // window_size) * tiles_per_row + cols // window_size                      # (H, W)
-    within = (rows % window_size) * window_size + cols % window_size                        # (H, W)
-    return torch.argsort((tile * window_size**2 + within).flatten(), stable=True)           # (N,)
+    tile = (rows // window_size) * tiles_per_row + cols // window_size  # (H, W)
+    within = (rows % window_size) * window_size + cols % window_size  # (H, W)
+    return torch.argsort((tile * window_size**2 + within).flatten(), stable=True)  # (N,)
 
 
 def window_layout(num_tokens: int, max_window_tokens: int, device: torch.device) -> tuple[torch.Tensor, ...]:
@@ -319,27 +322,27 @@ def window_layout(num_tokens: int, max_window_tokens: int, device: torch.device)
     slot (N,): the flat slot i * L + j that holds window-order position p, so gathering `slot` drops the padding.
     Integer tensor ops only, so one graph serves every (symbolic) N; divisors are 0-d tensors because the ONNX
     conversion has no remainder by a symbolic integer."""
-    num_windows = -(-num_tokens // max_window_tokens)                                         # nW = ceil
-    base, num_long = num_tokens // num_windows, num_tokens % num_windows                     # r windows of base + 1
-    longest = -(-num_tokens // num_windows)                                                  # L
-    window = torch.arange(num_windows + 1, device=device).unsqueeze(1)                       # (nW+1, 1), last: extra
-    column = torch.arange(longest, device=device).unsqueeze(0)                               # (1, L)
-    start = window * base + torch.clamp(window, max=num_long)                                # (nW+1, 1)
-    valid = (column < base + (window < num_long).long()) | (window == num_windows)           # (nW+1, L)
-    position = torch.clamp(start + column, max=num_tokens - 1)                               # (nW+1, L)
+    num_windows = -(-num_tokens // max_window_tokens)  # nW = ceil
+    base, num_long = num_tokens // num_windows, num_tokens % num_windows  # r windows of base + 1
+    longest = -(-num_tokens // num_windows)  # L
+    window = torch.arange(num_windows + 1, device=device).unsqueeze(1)  # (nW+1, 1), last: extra
+    column = torch.arange(longest, device=device).unsqueeze(0)  # (1, L)
+    start = window * base + torch.clamp(window, max=num_long)  # (nW+1, 1)
+    valid = (column < base + (window < num_long).long()) | (window == num_windows)  # (nW+1, L)
+    position = torch.clamp(start + column, max=num_tokens - 1)  # (nW+1, L)
     long_length = torch.scalar_tensor(base + 1, dtype=torch.long, device=device)
     short_length = torch.scalar_tensor(base, dtype=torch.long, device=device)
-    positions = torch.arange(num_tokens, device=device)                                      # (N,)
-    is_long = positions < num_long * (base + 1)                                              # (N,)
-    rest = torch.clamp(positions - num_long * (base + 1), min=0)                             # (N,) offset past long ones
+    positions = torch.arange(num_tokens, device=device)  # (N,)
+    is_long = positions < num_long * (base + 1)  # (N,)
+    rest = torch.clamp(positions - num_long * (base + 1), min=0)  # (N,) offset past long ones
     window_of_position = torch.where(
         is_long,
         torch.div(positions, long_length, rounding_mode="floor"),
         num_long + torch.div(rest, short_length, rounding_mode="floor"),
-    )                                                                                        # (N,)
+    )  # (N,)
     column_of_position = torch.where(
         is_long, torch.remainder(positions, long_length), torch.remainder(rest, short_length)
-    )                                                                                        # (N,)
+    )  # (N,)
     return position, valid, window_of_position * longest + column_of_position
 
 
@@ -350,16 +353,16 @@ def tokens_to_windows(tokens: torch.Tensor, order: torch.Tensor, position: torch
     its backward is a plain index_add instead of an accumulating index_put."""
     batch_size, _, *rest = tokens.shape
     num_windows, longest = position.shape
-    gathered = tokens.index_select(1, order[position.flatten()])                             # (B, nW'*L, ...)
-    return gathered.reshape(batch_size * num_windows, longest, *rest)                        # (B*nW', L, ...)
+    gathered = tokens.index_select(1, order[position.flatten()])  # (B, nW'*L, ...)
+    return gathered.reshape(batch_size * num_windows, longest, *rest)  # (B*nW', L, ...)
 
 
 def windows_to_tokens(windows: torch.Tensor, slot: torch.Tensor, batch_size: int) -> torch.Tensor:
     """(B*nW', L, ...) windows and the slot (N,) to read for each output position -> (B, N, ...), padding and the
     extra window dropped. With `window_layout`'s slot the output is in window order; with `slot[inverse_order]`
     it is back in token order, in one gather."""
-    flat = windows.reshape(batch_size, -1, *windows.shape[2:])                               # (B, nW'*L, ...)
-    return flat.index_select(1, slot)                                                        # (B, N, ...)
+    flat = windows.reshape(batch_size, -1, *windows.shape[2:])  # (B, nW'*L, ...)
+    return flat.index_select(1, slot)  # (B, N, ...)
 
 
 def additive_key_mask(valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -399,12 +402,12 @@ class VisionBigBirdRSWinHeads(nn.Module):
     def forward(self, qkv: torch.Tensor, height: int, width: int, **kwargs: Unpack[TransformersKwargs]):
         """qkv: (B, N, 3*h*d) -> output (B, N, h*d), weights (B, h, N, L) or None (sdpa)."""
         batch_size, num_tokens, _ = qkv.shape
-        order = self.window_order(height, width, qkv.device)                                 # (N,)
+        order = self.window_order(height, width, qkv.device)  # (N,)
         inverse_order = torch.empty_like(order).scatter_(0, order, torch.arange(num_tokens, device=qkv.device))
-        position, valid, slot = window_layout(num_tokens, self.window_tokens, qkv.device)   # (nW', L) x 2, (N,)
-        windows = tokens_to_windows(qkv, order, position)                                   # (B*nW', L, 3*h*d)
-        windows = windows.unflatten(-1, (3, self.num_heads, self.head_dim))                 # (B*nW', L, 3, h, d)
-        query, key, value = windows.permute(2, 0, 3, 1, 4).unbind(0)                        # (B*nW', h, L, d) each
+        position, valid, slot = window_layout(num_tokens, self.window_tokens, qkv.device)  # (nW', L) x 2, (N,)
+        windows = tokens_to_windows(qkv, order, position)  # (B*nW', L, 3*h*d)
+        windows = windows.unflatten(-1, (3, self.num_heads, self.head_dim))  # (B*nW', L, 3, h, d)
+        query, key, value = windows.permute(2, 0, 3, 1, 4).unbind(0)  # (B*nW', h, L, d) each
         key_mask = additive_key_mask(valid, qkv.dtype).repeat(batch_size, 1)[:, None, None, :]  # (B*nW', 1, 1, L)
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
@@ -418,13 +421,13 @@ class VisionBigBirdRSWinHeads(nn.Module):
             dropout=self.config.attention_probs_dropout_prob if self.training else 0.0,
             scaling=self.scaling,
             **kwargs,
-        )                                                                                    # (B*nW', L, h, d)
-        token_slot = slot.index_select(0, inverse_order)                                    # (N,) slot of each token
+        )  # (B*nW', L, h, d)
+        token_slot = slot.index_select(0, inverse_order)  # (N,) slot of each token
         hidden_states = windows_to_tokens(window_output.flatten(2), token_slot, batch_size)  # (B, N, h*d)
         if window_weights is None:
             return hidden_states, None
         token_weights = windows_to_tokens(window_weights.transpose(1, 2), token_slot, batch_size)  # (B, N, h, L)
-        return hidden_states, token_weights.transpose(1, 2)                                 # (B, h, N, L)
+        return hidden_states, token_weights.transpose(1, 2)  # (B, h, N, L)
 
 
 # ---- Head group 3: average-pooled global heads -----------------------------
@@ -435,14 +438,14 @@ def adaptive_pool_matrix(size: int, pool_size: int, device: torch.device, dtype:
     axis: row i < p averages positions floor(i*size/p) .. ceil((i+1)*size/p) - 1, as `adaptive_avg_pool2d` does;
     rows i >= p (an axis shorter than pool_size) are zero. The row count stays the constant pool_size whatever the
     (symbolic) size, and p enters only as a tensor value, so torch.export traces no guard on it."""
-    bins = torch.arange(pool_size, device=device).unsqueeze(1)                               # (pool, 1)
-    positions = torch.arange(size, device=device).unsqueeze(0)                               # (1, S)
+    bins = torch.arange(pool_size, device=device).unsqueeze(1)  # (pool, 1)
+    positions = torch.arange(size, device=device).unsqueeze(0)  # (1, S)
     size_tensor = torch.scalar_tensor(size, dtype=torch.long, device=device)
-    pooled = torch.clamp(size_tensor, max=pool_size)                                         # p, 0-d
-    start = torch.div(bins * size_tensor, pooled, rounding_mode="floor")                     # (pool, 1)
-    end = torch.div((bins + 1) * size_tensor + pooled - 1, pooled, rounding_mode="floor")   # (pool, 1) ceil
-    inside = (positions >= start) & (positions < end) & (bins < pooled)                      # (pool, S)
-    return inside.to(dtype) / torch.clamp(end - start, min=1).to(dtype)                      # (pool, S)
+    pooled = torch.clamp(size_tensor, max=pool_size)  # p, 0-d
+    start = torch.div(bins * size_tensor, pooled, rounding_mode="floor")  # (pool, 1)
+    end = torch.div((bins + 1) * size_tensor + pooled - 1, pooled, rounding_mode="floor")  # (pool, 1) ceil
+    inside = (positions >= start) & (positions < end) & (bins < pooled)  # (pool, S)
+    return inside.to(dtype) / torch.clamp(end - start, min=1).to(dtype)  # (pool, S)
 
 
 def adaptive_avg_pool_tokens(
@@ -454,11 +457,11 @@ def adaptive_avg_pool_tokens(
     in one graph (a pooled size that follows the map makes a trace guard on it), and the ONNX conversion of adaptive
     pooling would bake in the traced input size."""
     rows = adaptive_pool_matrix(height, pool_size, hidden_states.device, hidden_states.dtype)  # (pool, H)
-    cols = adaptive_pool_matrix(width, pool_size, hidden_states.device, hidden_states.dtype)   # (pool, W)
-    grid = hidden_states.unflatten(1, (height, width))                                       # (B, H, W, C)
-    pooled = torch.einsum("ph,bhwc,qw->bpqc", rows, grid, cols)                              # (B, pool, pool, C)
-    valid = (rows.sum(-1) > 0).unsqueeze(1) & (cols.sum(-1) > 0).unsqueeze(0)                # (pool, pool)
-    return pooled.flatten(1, 2), valid.flatten()                                             # (B, P, C), (P,)
+    cols = adaptive_pool_matrix(width, pool_size, hidden_states.device, hidden_states.dtype)  # (pool, W)
+    grid = hidden_states.unflatten(1, (height, width))  # (B, H, W, C)
+    pooled = torch.einsum("ph,bhwc,qw->bpqc", rows, grid, cols)  # (B, pool, pool, C)
+    valid = (rows.sum(-1) > 0).unsqueeze(1) & (cols.sum(-1) > 0).unsqueeze(0)  # (pool, pool)
+    return pooled.flatten(1, 2), valid.flatten()  # (B, P, C), (P,)
 
 
 class VisionBigBirdGlobalHeads(nn.Module):
@@ -479,17 +482,24 @@ class VisionBigBirdGlobalHeads(nn.Module):
         self.kv = nn.Linear(channels, 2 * self.num_heads * self.head_dim, bias=config.qkv_bias)
 
     def forward(
-        self, query: torch.Tensor, hidden_states: torch.Tensor, height: int, width: int, **kwargs: Unpack[TransformersKwargs]
+        self,
+        query: torch.Tensor,
+        hidden_states: torch.Tensor,
+        height: int,
+        width: int,
+        **kwargs: Unpack[TransformersKwargs],
     ):
         """query: (B, N, h*d), hidden_states: (B, N, C) -> output (B, N, h*d), weights (B, h, N, P) or None."""
         batch_size, num_tokens, _ = query.shape
-        pooled_tokens, valid = adaptive_avg_pool_tokens(hidden_states, height, width, self.pool_size)  # (B, P, C), (P,)
-        key_mask = additive_key_mask(valid, query.dtype)[None, None, None, :]                 # (1, 1, 1, P)
-        pooled_tokens = self.pool_norm(pooled_tokens)                                        # (B, P, C)
+        pooled_tokens, valid = adaptive_avg_pool_tokens(
+            hidden_states, height, width, self.pool_size
+        )  # (B, P, C), (P,)
+        key_mask = additive_key_mask(valid, query.dtype)[None, None, None, :]  # (1, 1, 1, P)
+        pooled_tokens = self.pool_norm(pooled_tokens)  # (B, P, C)
         pooled_key, pooled_value = (
             self.kv(pooled_tokens).unflatten(-1, (2, self.num_heads, self.head_dim)).permute(2, 0, 3, 1, 4).unbind(0)
-        )                                                                                    # (B, h, P, d) each
-        head_query = query.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)    # (B, h, N, d)
+        )  # (B, h, P, d) each
+        head_query = query.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)  # (B, h, N, d)
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
         )
@@ -502,8 +512,8 @@ class VisionBigBirdGlobalHeads(nn.Module):
             dropout=self.config.attention_probs_dropout_prob if self.training else 0.0,
             scaling=self.scaling,
             **kwargs,
-        )                                                                                    # (B, N, h, d)
-        return attn_output.reshape(batch_size, num_tokens, -1), attn_weights                 # (B, N, h*d)
+        )  # (B, N, h, d)
+        return attn_output.reshape(batch_size, num_tokens, -1), attn_weights  # (B, N, h*d)
 
 
 # ---- Mixed attention, MLP, layer, stage, encoder ---------------------------
@@ -534,12 +544,14 @@ class VisionBigBirdMixedAttention(nn.Module):
         conv_values, rswin_qkv, global_query = self.qkv(hidden_states).split(self.split_sizes, dim=-1)
         mixed = []
         if self.conv_heads is not None:
-            mixed.append(self.conv_heads(conv_values, height, width))                       # (B, N, C_conv)
+            mixed.append(self.conv_heads(conv_values, height, width))  # (B, N, C_conv)
         if self.rswin_heads is not None:
-            mixed.append(self.rswin_heads(rswin_qkv, height, width, **kwargs)[0])           # (B, N, C_rswin)
+            mixed.append(self.rswin_heads(rswin_qkv, height, width, **kwargs)[0])  # (B, N, C_rswin)
         if self.global_heads is not None:
-            mixed.append(self.global_heads(global_query, hidden_states, height, width, **kwargs)[0])  # (B, N, C_global)
-        return self.proj_dropout(self.proj(torch.cat(mixed, dim=-1)))                       # (B, N, C)
+            mixed.append(
+                self.global_heads(global_query, hidden_states, height, width, **kwargs)[0]
+            )  # (B, N, C_global)
+        return self.proj_dropout(self.proj(torch.cat(mixed, dim=-1)))  # (B, N, C)
 
 
 class VisionBigBirdMLP(nn.Module):
@@ -553,8 +565,8 @@ class VisionBigBirdMLP(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """(B, N, C) -> (B, N, C)."""
-        hidden_states = self.dropout(self.activation(self.fc1(hidden_states)))              # (B, N, C*mlp_ratio)
-        return self.dropout(self.fc2(hidden_states))                                        # (B, N, C)
+        hidden_states = self.dropout(self.activation(self.fc1(hidden_states)))  # (B, N, C*mlp_ratio)
+        return self.dropout(self.fc2(hidden_states))  # (B, N, C)
 
 
 class VisionBigBirdDropPath(nn.Module):
@@ -604,7 +616,9 @@ class VisionBigBirdStage(nn.Module):
         super().__init__()
         channels = config.hidden_sizes[stage_index]
         self.downsample = (
-            VisionBigBirdDownsample(config, config.hidden_sizes[stage_index - 1], channels) if stage_index > 0 else None
+            VisionBigBirdDownsample(config, config.hidden_sizes[stage_index - 1], channels)
+            if stage_index > 0
+            else None
         )
         self.layers = nn.ModuleList(
             VisionBigBirdLayer(config, stage_index, first_layer_index + offset, drop_path)
@@ -707,12 +721,12 @@ class VisionBigBirdModel(VisionBigBirdPreTrainedModel):
         """
         if pixel_values is None:
             raise ValueError("You have to specify pixel_values")
-        embedding_output, height, width = self.embeddings(pixel_values)                     # (B, N_0, C_0)
+        embedding_output, height, width = self.embeddings(pixel_values)  # (B, N_0, C_0)
         output_attentions = kwargs.get("output_attentions", self.config.output_attentions)
-        kwargs["output_rswin_attentions"] = output_attentions                                # both attention groups
+        kwargs["output_rswin_attentions"] = output_attentions  # both attention groups
         encoder_outputs = self.encoder(embedding_output, height, width, **kwargs)
-        sequence_output = self.layernorm(encoder_outputs.last_hidden_state)                  # (B, N_4, C_4)
-        pooled_output = sequence_output.mean(dim=1)                                          # (B, C_4)
+        sequence_output = self.layernorm(encoder_outputs.last_hidden_state)  # (B, N_4, C_4)
+        pooled_output = sequence_output.mean(dim=1)  # (B, C_4)
 
         reshaped_hidden_states = None
         if encoder_outputs.hidden_states is not None:
@@ -721,7 +735,7 @@ class VisionBigBirdModel(VisionBigBirdPreTrainedModel):
             reshaped_hidden_states = tuple(
                 tokens_to_feature_map(hidden_state, *shape) if hidden_state is not None else None
                 for hidden_state, shape in zip(encoder_outputs.hidden_states, shapes)
-            )                                                                                # (B, C_i, H_i, W_i) each
+            )  # (B, C_i, H_i, W_i) each
         return VisionBigBirdModelOutput(
             last_hidden_state=sequence_output,
             pooler_output=pooled_output,
@@ -759,7 +773,7 @@ class VisionBigBirdForImageClassification(VisionBigBirdPreTrainedModel):
             Class indices in `[0, config.num_labels - 1]` (or float targets for regression / multi-label).
         """
         outputs: VisionBigBirdModelOutput = self.vision_bigbird(pixel_values, **kwargs)
-        logits = self.classifier(outputs.pooler_output)                                      # (B, num_labels)
+        logits = self.classifier(outputs.pooler_output)  # (B, num_labels)
         loss = None
         if labels is not None:
             loss = self.loss_function(labels=labels, pooled_logits=logits, config=self.config)
@@ -783,7 +797,10 @@ class VisionBigBirdBackbone(BackboneMixin, VisionBigBirdPreTrainedModel):
         self.embeddings = VisionBigBirdEmbeddings(config)
         self.encoder = VisionBigBirdEncoder(config)
         self.hidden_states_norms = nn.ModuleDict(
-            {stage: nn.LayerNorm(channels, eps=config.layer_norm_eps) for stage, channels in zip(self.out_features, self.channels)}
+            {
+                stage: nn.LayerNorm(channels, eps=config.layer_norm_eps)
+                for stage, channels in zip(self.out_features, self.channels)
+            }
         )
         self.post_init()
 
@@ -797,13 +814,13 @@ class VisionBigBirdBackbone(BackboneMixin, VisionBigBirdPreTrainedModel):
         pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`):
             Images of any size of at least 32x32 pixels.
         """
-        embedding_output, height, width = self.embeddings(pixel_values)                     # (B, N_0, C_0)
+        embedding_output, height, width = self.embeddings(pixel_values)  # (B, N_0, C_0)
         output_attentions = kwargs.get("output_attentions", self.config.output_attentions)
         kwargs["output_rswin_attentions"] = output_attentions
         encoder_outputs = self.encoder(embedding_output, height, width, **kwargs)
         shapes = stage_spatial_shapes(*pixel_values.shape[-2:], len(self.config.depths))
         hidden_states = tuple(
-            tokens_to_feature_map(hidden_state, *shape)                                      # (B, C_i, H_i, W_i)
+            tokens_to_feature_map(hidden_state, *shape)  # (B, C_i, H_i, W_i)
             for hidden_state, shape in zip(encoder_outputs.hidden_states, shapes)
         )
         # the feature maps are computed from the returned maps, so gradients reach `hidden_states` too
@@ -820,8 +837,8 @@ class VisionBigBirdBackbone(BackboneMixin, VisionBigBirdPreTrainedModel):
 
 
 __all__ = [
-    "VisionBigBirdModel",
-    "VisionBigBirdForImageClassification",
     "VisionBigBirdBackbone",
+    "VisionBigBirdForImageClassification",
+    "VisionBigBirdModel",
     "VisionBigBirdPreTrainedModel",
 ]
