@@ -11,7 +11,7 @@ from conftest import tiny_config_kwargs
 from torch.export import Dim, export
 
 from vision_bigbird_hf import VisionBigBirdConfig, VisionBigBirdForImageClassification
-from vision_bigbird_hf.modeling_vision_bigbird import adaptive_avg_pool_tokens
+from vision_bigbird_hf.modeling_vision_bigbird import adaptive_avg_pool_tokens, pooled_key_mask
 
 # Sizes met after export: odd sizes, batch 1, a last stage with one window and with a 1-token-shorter window, and
 # (for the default pool 7) last-stage maps smaller and larger than the pooled grid.
@@ -39,7 +39,8 @@ def tiny_classifier(**overrides) -> VisionBigBirdForImageClassification:
 @pytest.mark.parametrize("height,width,pool_size", [(7, 7, 7), (16, 9, 3), (2, 5, 7), (1, 1, 2), (13, 8, 7)])
 def test_fixed_grid_pooling_equals_adaptive_avg_pool2d(height, width, pool_size):
     hidden_states = torch.randn(2, height * width, 5)  # (B, N, C)
-    pooled, valid = adaptive_avg_pool_tokens(hidden_states, height, width, pool_size)  # (B, pool**2, C)
+    pooled = adaptive_avg_pool_tokens(hidden_states, height, width, pool_size)  # (B, pool**2, C)
+    valid = pooled_key_mask(height, width, pool_size, hidden_states.device, hidden_states.dtype).flatten() == 0
     feature_map = hidden_states.unflatten(1, (height, width)).permute(0, 3, 1, 2)  # (B, C, H, W)
     p_h, p_w = min(pool_size, height), min(pool_size, width)
     expected = torch.nn.functional.adaptive_avg_pool2d(feature_map, (p_h, p_w)).flatten(2).transpose(1, 2)

@@ -16,6 +16,7 @@ from vision_bigbird_hf.modeling_vision_bigbird import (
     sample_window_order,
     seeded_window_order,
     tokens_to_windows,
+    window_indices,
     window_layout,
     windows_to_tokens,
 )
@@ -118,19 +119,29 @@ def test_windows_to_tokens_undoes_tokens_to_windows(num_tokens):
     tokens = torch.randn(3, num_tokens, 5)
     position, valid, slot = window_layout(num_tokens, 9, torch.device("cpu"))
     identity = torch.arange(num_tokens)
-    windows = tokens_to_windows(tokens, identity, position)  # (B*nW', L, 5)
+    windows = tokens_to_windows(tokens, identity[position])  # (B*nW', L, 5)
     assert torch.equal(windows_to_tokens(windows, slot, 3), tokens)
     # with a permutation, windows hold consecutive runs of the permuted tokens
     order = torch.randperm(num_tokens)
-    assert torch.equal(windows_to_tokens(tokens_to_windows(tokens, order, position), slot, 3), tokens[:, order])
+    assert torch.equal(windows_to_tokens(tokens_to_windows(tokens, order[position]), slot, 3), tokens[:, order])
     # each token sits in exactly one valid slot of a real window, and windows never mix images of the batch
     ids = torch.arange(3 * num_tokens, dtype=torch.float32).reshape(3, num_tokens, 1)
-    windows = tokens_to_windows(ids, order, position).squeeze(-1)  # (B*nW', L)
+    windows = tokens_to_windows(ids, order[position]).squeeze(-1)  # (B*nW', L)
     real = valid[:-1].repeat(3, 1, 1)  # (B, nW, L)
     seen = windows.reshape(3, *valid.shape)[:, :-1][real]
     assert torch.equal(torch.sort(seen).values, ids.flatten())
     images = windows // num_tokens  # (B*nW', L): image of each member
     assert (images == images[:, :1]).all()
+
+
+@pytest.mark.parametrize("num_tokens", [36, 35, 50, 1])
+def test_window_indices_send_every_token_back_to_its_place(num_tokens):
+    tokens = torch.randn(2, num_tokens, 4)
+    order = torch.randperm(num_tokens)
+    window_index, token_slot = window_indices(order, 9)
+    position, _, _ = window_layout(num_tokens, 9, torch.device("cpu"))
+    assert torch.equal(window_index, order[position])
+    assert torch.equal(windows_to_tokens(tokens_to_windows(tokens, window_index), token_slot, 2), tokens)
 
 
 # ---- RS-Win heads against dense masked attention --------------------------------------------------------------------

@@ -1,5 +1,7 @@
-"""Model-level behaviours of the core issue: inputs of any size, determinism, attention backends, gradients,
-gradient checkpointing, losses, save/load and Auto classes."""
+"""Model-level behaviours of the core issue: inputs of any size, determinism, constants built once, attention
+backends, gradients, gradient checkpointing, losses, save/load and Auto classes."""
+
+import collections
 
 import pytest
 import torch
@@ -80,6 +82,37 @@ def test_eval_is_deterministic_and_batch_independent():
     assert torch.equal(first, second)
     torch.testing.assert_close(alone[0], first[2], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(reordered.flip(0), first, atol=1e-5, rtol=1e-5)
+
+
+def test_a_warm_eval_forward_builds_no_window_order_layout_or_pooling_matrix():
+    """Window orders, layouts, key masks and pooling matrices depend only on the grid, the layer and the device: they
+    are built by the first forward at a size, not again (no sort, no index arithmetic in a warm forward)."""
+    model = tiny_classifier().eval()
+    images = torch.randn(1, 3, 70, 90)
+    with torch.no_grad():
+        first = model(images).logits
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+            warm = model(images).logits
+    ops = collections.Counter(event.name for event in profile.events())
+    builders = ["aten::sort", "aten::argsort", "aten::arange", "aten::remainder", "aten::div", "aten::scatter_"]
+    assert {op: ops[op] for op in builders if ops[op]} == {}
+    assert ops["aten::index_select"] > 0  # the profile did see the windows being gathered
+    assert torch.equal(warm, first)
+
+
+def test_constants_built_under_inference_mode_serve_a_forward_with_autograd():
+    """A first forward under `torch.inference_mode()` (a pipeline, say) must not leave inference tensors behind that a
+    later forward with autograd would have to save for backward."""
+    model = tiny_classifier().eval()
+    images = torch.randn(2, 3, 76, 52)
+    with torch.inference_mode():
+        expected = model(images).logits
+    images.requires_grad_(True)
+    logits = model(images).logits  # eval with gradients (a saliency map, say)
+    logits.sum().backward()
+    assert images.grad is not None and torch.equal(logits.detach(), expected)
+    model.train()
+    model(images, labels=torch.tensor([0, 1])).loss.backward()
 
 
 def test_training_mode_samples_new_windows_each_pass_and_seed_reproduces_them():

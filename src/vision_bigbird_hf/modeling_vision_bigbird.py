@@ -38,6 +38,7 @@ Shape legend: B batch, H/W height/width of a stage's token grid, N = H*W tokens,
 nW windows, w tokens per window, P pooled tokens.
 """
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BackboneOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.processing_utils import Unpack
+from transformers.pytorch_utils import compile_compatible_method_lru_cache
 from transformers.utils import ModelOutput, TransformersKwargs
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
@@ -154,6 +156,25 @@ def stage_spatial_shapes(height: int, width: int, num_stages: int) -> list[tuple
         grid = (-(-grid[0] // 2), -(-grid[1] // 2))
         shapes.append(grid)
     return shapes
+
+
+def built_once(maxsize: int) -> Callable:
+    """Cache a function that builds constant tensors from ints, a device and a dtype (a window order, a layout, a
+    pooling matrix, a key mask), as transformers caches its own: `compile_compatible_method_lru_cache` steps aside
+    under torch.compile and torch.export, which trace the function into the graph instead. The tensors are built
+    outside inference mode, so a forward with autograd can reuse those a `torch.inference_mode()` forward built
+    (autograd cannot save inference tensors for backward). Callers never modify what they get."""
+
+    def decorator(function: Callable) -> Callable:
+        @compile_compatible_method_lru_cache(maxsize=maxsize)
+        @functools.wraps(function)
+        def build(*args):
+            with torch.inference_mode(False):
+                return function(*args)
+
+        return build
+
+    return decorator
 
 
 # ---- Stem and downsampling -------------------------------------------------
@@ -311,6 +332,7 @@ def grid_window_order(height: int, width: int, window_size: int, device: torch.d
     return torch.argsort((tile * window_size**2 + within).flatten(), stable=True)  # (N,)
 
 
+@built_once(maxsize=32)
 def window_layout(num_tokens: int, max_window_tokens: int, device: torch.device) -> tuple[torch.Tensor, ...]:
     """How N tokens in window order fill nW = ceil(N / max_window_tokens) windows: the first r windows hold base + 1
     tokens, the other nW - r hold base (lengths differ by at most one), and each is padded to the longest, L. One
@@ -321,7 +343,8 @@ def window_layout(num_tokens: int, max_window_tokens: int, device: torch.device)
     valid (nW + 1, L): False on padding slots (all True in the extra window, so no softmax row is fully masked);
     slot (N,): the flat slot i * L + j that holds window-order position p, so gathering `slot` drops the padding.
     Integer tensor ops only, so one graph serves every (symbolic) N; divisors are 0-d tensors because the ONNX
-    conversion has no remainder by a symbolic integer."""
+    conversion has no remainder by a symbolic integer. Built once per (N, window size, device); every layer of a
+    stage shares it."""
     num_windows = -(-num_tokens // max_window_tokens)  # nW = ceil
     base, num_long = num_tokens // num_windows, num_tokens % num_windows  # r windows of base + 1
     longest = -(-num_tokens // num_windows)  # L
@@ -346,14 +369,13 @@ def window_layout(num_tokens: int, max_window_tokens: int, device: torch.device)
     return position, valid, window_of_position * longest + column_of_position
 
 
-def tokens_to_windows(tokens: torch.Tensor, order: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
-    """(B, N, ...) tokens, a window order (N,) and the slot positions (nW', L) of `window_layout` (nW' = nW + 1)
-    -> (B*nW', L, ...):
-    slot (i, j) of each image holds tokens[:, order[position[i, j]]]. `index_select` rather than advanced indexing:
-    its backward is a plain index_add instead of an accumulating index_put."""
+def tokens_to_windows(tokens: torch.Tensor, window_index: torch.Tensor) -> torch.Tensor:
+    """(B, N, ...) tokens and the token index of each window slot (nW', L) -> windows (B*nW', L, ...): slot (i, j) of
+    each image holds tokens[:, window_index[i, j]]. `index_select` rather than advanced indexing: its backward is a
+    plain index_add instead of an accumulating index_put."""
     batch_size, _, *rest = tokens.shape
-    num_windows, longest = position.shape
-    gathered = tokens.index_select(1, order[position.flatten()])  # (B, nW'*L, ...)
+    num_windows, longest = window_index.shape
+    gathered = tokens.index_select(1, window_index.flatten())  # (B, nW'*L, ...)
     return gathered.reshape(batch_size * num_windows, longest, *rest)  # (B*nW', L, ...)
 
 
@@ -368,6 +390,33 @@ def windows_to_tokens(windows: torch.Tensor, slot: torch.Tensor, batch_size: int
 def additive_key_mask(valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Boolean key validity -> additive attention mask of `dtype`: 0 where valid, the dtype's minimum elsewhere."""
     return torch.zeros(valid.shape, dtype=dtype, device=valid.device).masked_fill(~valid, torch.finfo(dtype).min)
+
+
+def window_indices(order: torch.Tensor, max_window_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A window order (N,) -> window_index (nW', L), the token each window slot reads (`tokens_to_windows`), and
+    token_slot (N,), the slot each token's output is read back from (`windows_to_tokens`, back in token order)."""
+    num_tokens = order.shape[0]
+    position, _, slot = window_layout(num_tokens, max_window_tokens, order.device)  # (nW', L), (N,)
+    inverse_order = torch.empty_like(order).scatter_(0, order, torch.arange(num_tokens, device=order.device))  # (N,)
+    window_index = order.index_select(0, position.flatten()).view_as(position)  # (nW', L)
+    return window_index, slot.index_select(0, inverse_order)  # (nW', L), (N,)
+
+
+@built_once(maxsize=128)
+def seeded_window_indices(
+    height: int, width: int, seed: int, max_window_tokens: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`window_indices` of the eval windows (`seeded_window_order`), built once per (layer seed, grid, device)."""
+    return window_indices(seeded_window_order(height, width, seed, device), max_window_tokens)
+
+
+@built_once(maxsize=32)
+def window_key_mask(
+    num_tokens: int, max_window_tokens: int, batch_size: int, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """Additive mask (B*nW', 1, 1, L) of the padding keys of `window_layout`, for every window of the batch."""
+    _, valid, _ = window_layout(num_tokens, max_window_tokens, device)  # (nW', L)
+    return additive_key_mask(valid, dtype).repeat(batch_size, 1)[:, None, None, :]  # (B*nW', 1, 1, L)
 
 
 class VisionBigBirdRSWinHeads(nn.Module):
@@ -399,16 +448,20 @@ class VisionBigBirdRSWinHeads(nn.Module):
             return sample_window_order(height * width, device)
         return seeded_window_order(height, width, self.seed, device)
 
+    def window_indices(self, height: int, width: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """`window_indices` of `window_order`: (nW', L) and (N,); the fixed eval ones are built once, not per call."""
+        if self.config.rswin_sampling == "random" and not (self.training or self.config.rswin_sample_in_eval):
+            return seeded_window_indices(height, width, self.seed, self.window_tokens, device)
+        return window_indices(self.window_order(height, width, device), self.window_tokens)
+
     def forward(self, qkv: torch.Tensor, height: int, width: int, **kwargs: Unpack[TransformersKwargs]):
         """qkv: (B, N, 3*h*d) -> output (B, N, h*d), weights (B, h, N, L) or None (sdpa)."""
         batch_size, num_tokens, _ = qkv.shape
-        order = self.window_order(height, width, qkv.device)  # (N,)
-        inverse_order = torch.empty_like(order).scatter_(0, order, torch.arange(num_tokens, device=qkv.device))
-        position, valid, slot = window_layout(num_tokens, self.window_tokens, qkv.device)  # (nW', L) x 2, (N,)
-        windows = tokens_to_windows(qkv, order, position)  # (B*nW', L, 3*h*d)
+        window_index, token_slot = self.window_indices(height, width, qkv.device)  # (nW', L), (N,)
+        key_mask = window_key_mask(num_tokens, self.window_tokens, batch_size, qkv.device, qkv.dtype)
+        windows = tokens_to_windows(qkv, window_index)  # (B*nW', L, 3*h*d)
         windows = windows.unflatten(-1, (3, self.num_heads, self.head_dim))  # (B*nW', L, 3, h, d)
         query, key, value = windows.permute(2, 0, 3, 1, 4).unbind(0)  # (B*nW', h, L, d) each
-        key_mask = additive_key_mask(valid, qkv.dtype).repeat(batch_size, 1)[:, None, None, :]  # (B*nW', 1, 1, L)
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
         )
@@ -422,7 +475,6 @@ class VisionBigBirdRSWinHeads(nn.Module):
             scaling=self.scaling,
             **kwargs,
         )  # (B*nW', L, h, d)
-        token_slot = slot.index_select(0, inverse_order)  # (N,) slot of each token
         hidden_states = windows_to_tokens(window_output.flatten(2), token_slot, batch_size)  # (B, N, h*d)
         if window_weights is None:
             return hidden_states, None
@@ -433,11 +485,13 @@ class VisionBigBirdRSWinHeads(nn.Module):
 # ---- Head group 3: average-pooled global heads -----------------------------
 
 
+@built_once(maxsize=32)
 def adaptive_pool_matrix(size: int, pool_size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """(pool_size, size) averaging matrix of adaptive average pooling to p = min(pool_size, size) bins along one
     axis: row i < p averages positions floor(i*size/p) .. ceil((i+1)*size/p) - 1, as `adaptive_avg_pool2d` does;
     rows i >= p (an axis shorter than pool_size) are zero. The row count stays the constant pool_size whatever the
-    (symbolic) size, and p enters only as a tensor value, so torch.export traces no guard on it."""
+    (symbolic) size, and p enters only as a tensor value, so torch.export traces no guard on it. Built once per
+    (size, pool size, device, dtype); every layer of a stage shares it."""
     bins = torch.arange(pool_size, device=device).unsqueeze(1)  # (pool, 1)
     positions = torch.arange(size, device=device).unsqueeze(0)  # (1, S)
     size_tensor = torch.scalar_tensor(size, dtype=torch.long, device=device)
@@ -448,20 +502,27 @@ def adaptive_pool_matrix(size: int, pool_size: int, device: torch.device, dtype:
     return inside.to(dtype) / torch.clamp(end - start, min=1).to(dtype)  # (pool, S)
 
 
-def adaptive_avg_pool_tokens(
-    hidden_states: torch.Tensor, height: int, width: int, pool_size: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+def adaptive_avg_pool_tokens(hidden_states: torch.Tensor, height: int, width: int, pool_size: int) -> torch.Tensor:
     """`adaptive_avg_pool2d` of the token map to min(pool_size, H) x min(pool_size, W), as two matmuls on a fixed
-    pool_size x pool_size grid whose unused cells (a map smaller than the grid) are flagged: (B, N, C) on an H x W
-    grid -> pooled (B, P, C) with P = pool_size**2, and valid (P,) bool. A grid of fixed size keeps every input size
-    in one graph (a pooled size that follows the map makes a trace guard on it), and the ONNX conversion of adaptive
-    pooling would bake in the traced input size."""
+    pool_size x pool_size grid whose unused cells (a map smaller than the grid) are zero (`pooled_key_mask` masks
+    them): (B, N, C) on an H x W grid -> pooled (B, P, C) with P = pool_size**2. A grid of fixed size keeps every
+    input size in one graph (a pooled size that follows the map makes a trace guard on it), and the ONNX conversion
+    of adaptive pooling would bake in the traced input size."""
     rows = adaptive_pool_matrix(height, pool_size, hidden_states.device, hidden_states.dtype)  # (pool, H)
     cols = adaptive_pool_matrix(width, pool_size, hidden_states.device, hidden_states.dtype)  # (pool, W)
     grid = hidden_states.unflatten(1, (height, width))  # (B, H, W, C)
     pooled = torch.einsum("ph,bhwc,qw->bpqc", rows, grid, cols)  # (B, pool, pool, C)
+    return pooled.flatten(1, 2)  # (B, P, C)
+
+
+@built_once(maxsize=32)
+def pooled_key_mask(height: int, width: int, pool_size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Additive mask (1, 1, 1, P) of the cells of the pool_size x pool_size grid that `adaptive_avg_pool_tokens`
+    leaves empty (those outside min(pool_size, H) x min(pool_size, W))."""
+    rows = adaptive_pool_matrix(height, pool_size, device, dtype)  # (pool, H)
+    cols = adaptive_pool_matrix(width, pool_size, device, dtype)  # (pool, W)
     valid = (rows.sum(-1) > 0).unsqueeze(1) & (cols.sum(-1) > 0).unsqueeze(0)  # (pool, pool)
-    return pooled.flatten(1, 2), valid.flatten()  # (B, P, C), (P,)
+    return additive_key_mask(valid.flatten(), dtype)[None, None, None, :]  # (1, 1, 1, P)
 
 
 class VisionBigBirdGlobalHeads(nn.Module):
@@ -491,11 +552,8 @@ class VisionBigBirdGlobalHeads(nn.Module):
     ):
         """query: (B, N, h*d), hidden_states: (B, N, C) -> output (B, N, h*d), weights (B, h, N, P) or None."""
         batch_size, num_tokens, _ = query.shape
-        pooled_tokens, valid = adaptive_avg_pool_tokens(
-            hidden_states, height, width, self.pool_size
-        )  # (B, P, C), (P,)
-        key_mask = additive_key_mask(valid, query.dtype)[None, None, None, :]  # (1, 1, 1, P)
-        pooled_tokens = self.pool_norm(pooled_tokens)  # (B, P, C)
+        pooled_tokens = self.pool_norm(adaptive_avg_pool_tokens(hidden_states, height, width, self.pool_size))
+        key_mask = pooled_key_mask(height, width, self.pool_size, query.device, query.dtype)  # (1, 1, 1, P)
         pooled_key, pooled_value = (
             self.kv(pooled_tokens).unflatten(-1, (2, self.num_heads, self.head_dim)).permute(2, 0, 3, 1, 4).unbind(0)
         )  # (B, h, P, d) each
