@@ -31,6 +31,28 @@ def test_any_input_size_of_at_least_32_pixels(height, width):
     assert torch.isfinite(output.last_hidden_state).all()
 
 
+def test_feature_maps_follow_each_stage_grid_and_model_and_backbone_agree():
+    """The encoder builds the feature maps from the grid each stage returns; on an odd non-square input each grid is
+    the convolution arithmetic of the stem (7x7, stride 4, padding 3) and of the downsamplings (3x3, stride 2,
+    padding 1), and the backbone returns the very maps the base model does."""
+    config = VisionBigBirdConfig(**tiny_config_kwargs(out_features=["stem", "stage1", "stage2", "stage3", "stage4"]))
+    model = VisionBigBirdModel(config).eval()
+    backbone = VisionBigBirdBackbone(config).eval()
+    backbone.load_state_dict(model.state_dict(), strict=False)
+    images = torch.randn(2, 3, 97, 131)
+    with torch.no_grad():
+        maps = model(images, output_hidden_states=True).reshaped_hidden_states
+        backbone_maps = backbone(images, output_hidden_states=True).hidden_states
+    grid = ((97 + 6 - 7) // 4 + 1, (131 + 6 - 7) // 4 + 1)
+    grids = [grid, grid]
+    for _ in range(3):
+        grid = ((grid[0] + 2 - 3) // 2 + 1, (grid[1] + 2 - 3) // 2 + 1)
+        grids.append(grid)
+    assert [tuple(feature_map.shape[-2:]) for feature_map in maps] == grids
+    for feature_map, backbone_map in zip(maps, backbone_maps):
+        torch.testing.assert_close(backbone_map, feature_map)
+
+
 @pytest.mark.parametrize(
     "shape,message",
     [

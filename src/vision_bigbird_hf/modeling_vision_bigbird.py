@@ -79,12 +79,18 @@ class VisionBigBirdEncoderOutput(ModelOutput):
         RS-Win heads' weights, one per block with RS-Win heads: `(batch_size, rswin_heads, num_tokens,
         window_tokens)`, the weight each token gives to each member of its window (in window order; windows one
         token shorter than the longest have a zero last column).
+    reshaped_hidden_states (`tuple(torch.FloatTensor)`, *optional*):
+        The same tensors as `hidden_states` as feature maps `(batch_size, channels_of_stage, height, width)`.
+    grids (`tuple(tuple(int, int))`):
+        The token grid `(height, width)` of the stem and of each stage, in the order of `hidden_states`.
     """
 
     last_hidden_state: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
     rswin_attentions: tuple[torch.FloatTensor, ...] | None = None
+    reshaped_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    grids: tuple[tuple[int, int], ...] | None = None
 
 
 @dataclass
@@ -146,16 +152,6 @@ def tokens_to_feature_map(hidden_states: torch.Tensor, height: int, width: int) 
 def feature_map_to_tokens(feature_map: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) feature map -> (B, N, C) tokens in raster order (a view when the map is channels-last)."""
     return feature_map.permute(0, 2, 3, 1).flatten(1, 2)
-
-
-def stage_spatial_shapes(height: int, width: int, num_stages: int) -> list[tuple[int, int]]:
-    """Token grids of the stem and each stage for an input of `height` x `width` pixels (stride 4, then x2 each)."""
-    grid = (-(-height // 4), -(-width // 4))
-    shapes = [grid, grid]
-    for _ in range(num_stages - 1):
-        grid = (-(-grid[0] // 2), -(-grid[1] // 2))
-        shapes.append(grid)
-    return shapes
 
 
 def built_once(maxsize: int) -> Callable:
@@ -726,8 +722,10 @@ class VisionBigBirdPreTrainedModel(PreTrainedModel):
 
 
 class VisionBigBirdEncoder(VisionBigBirdPreTrainedModel):
-    """The four stages. Records the stem output and each stage's output as `hidden_states`, the global heads'
-    weights as `attentions` and the RS-Win heads' weights as `rswin_attentions`."""
+    """The four stages, and the geometry: the encoder knows every stage's token grid. Records the stem output and each
+    stage's output as `hidden_states` and builds them into feature maps (`reshaped_hidden_states`); records the
+    global heads' weights as `attentions` and the RS-Win heads' weights as `rswin_attentions`, both returned with
+    `output_attentions`."""
 
     main_input_name = "hidden_states"
     _can_record_outputs = {
@@ -747,15 +745,32 @@ class VisionBigBirdEncoder(VisionBigBirdPreTrainedModel):
         )
         self.post_init()
 
-    @merge_with_config_defaults
-    @capture_outputs(tie_last_hidden_states=False)
     def forward(
         self, hidden_states: torch.Tensor, height: int, width: int, **kwargs: Unpack[TransformersKwargs]
     ) -> VisionBigBirdEncoderOutput:
-        """hidden_states: stem output (B, N, C_0) on an H x W grid -> last stage output (B, N_4, C_4)."""
+        """hidden_states: stem output (B, N, C_0) on an H x W grid -> last stage output (B, N_4, C_4); with
+        `output_hidden_states`, the stem and stage outputs as tokens (B, N_i, C_i) and as maps (B, C_i, H_i, W_i)."""
+        # the RS-Win weights are attention weights too: `output_attentions` returns both groups
+        kwargs["output_rswin_attentions"] = kwargs.get("output_attentions", self.config.output_attentions)
+        outputs = self.run_stages(hidden_states, height, width, return_dict=True, **kwargs)
+        if outputs.hidden_states is not None:
+            outputs["reshaped_hidden_states"] = tuple(
+                None if hidden_state is None else tokens_to_feature_map(hidden_state, *grid)  # (B, C_i, H_i, W_i)
+                for hidden_state, grid in zip(outputs.hidden_states, outputs.grids)
+            )
+        return outputs
+
+    @merge_with_config_defaults
+    @capture_outputs(tie_last_hidden_states=False)
+    def run_stages(
+        self, hidden_states: torch.Tensor, height: int, width: int, **kwargs: Unpack[TransformersKwargs]
+    ) -> VisionBigBirdEncoderOutput:
+        """The stages in turn, outputs recorded; `grids` holds the token grid of each recorded hidden state."""
+        grids = [(height, width)]
         for stage in self.stages:
             hidden_states, height, width = stage(hidden_states, height, width, **kwargs)
-        return VisionBigBirdEncoderOutput(last_hidden_state=hidden_states)
+            grids.append((height, width))
+        return VisionBigBirdEncoderOutput(last_hidden_state=hidden_states, grids=tuple(grids))
 
 
 class VisionBigBirdModel(VisionBigBirdPreTrainedModel):
@@ -780,27 +795,16 @@ class VisionBigBirdModel(VisionBigBirdPreTrainedModel):
         if pixel_values is None:
             raise ValueError("You have to specify pixel_values")
         embedding_output, height, width = self.embeddings(pixel_values)  # (B, N_0, C_0)
-        output_attentions = kwargs.get("output_attentions", self.config.output_attentions)
-        kwargs["output_rswin_attentions"] = output_attentions  # both attention groups
         encoder_outputs = self.encoder(embedding_output, height, width, **kwargs)
         sequence_output = self.layernorm(encoder_outputs.last_hidden_state)  # (B, N_4, C_4)
         pooled_output = sequence_output.mean(dim=1)  # (B, C_4)
-
-        reshaped_hidden_states = None
-        if encoder_outputs.hidden_states is not None:
-            image_height, image_width = pixel_values.shape[-2:]
-            shapes = stage_spatial_shapes(image_height, image_width, len(self.config.depths))
-            reshaped_hidden_states = tuple(
-                tokens_to_feature_map(hidden_state, *shape) if hidden_state is not None else None
-                for hidden_state, shape in zip(encoder_outputs.hidden_states, shapes)
-            )  # (B, C_i, H_i, W_i) each
         return VisionBigBirdModelOutput(
             last_hidden_state=sequence_output,
             pooler_output=pooled_output,
             hidden_states=encoder_outputs.hidden_states,
             attentions=encoder_outputs.attentions,
             rswin_attentions=encoder_outputs.rswin_attentions,
-            reshaped_hidden_states=reshaped_hidden_states,
+            reshaped_hidden_states=encoder_outputs.reshaped_hidden_states,
         )
 
 
@@ -873,14 +877,8 @@ class VisionBigBirdBackbone(BackboneMixin, VisionBigBirdPreTrainedModel):
             Images of any size of at least 32x32 pixels.
         """
         embedding_output, height, width = self.embeddings(pixel_values)  # (B, N_0, C_0)
-        output_attentions = kwargs.get("output_attentions", self.config.output_attentions)
-        kwargs["output_rswin_attentions"] = output_attentions
         encoder_outputs = self.encoder(embedding_output, height, width, **kwargs)
-        shapes = stage_spatial_shapes(*pixel_values.shape[-2:], len(self.config.depths))
-        hidden_states = tuple(
-            tokens_to_feature_map(hidden_state, *shape)  # (B, C_i, H_i, W_i)
-            for hidden_state, shape in zip(encoder_outputs.hidden_states, shapes)
-        )
+        hidden_states = encoder_outputs.reshaped_hidden_states  # (B, C_i, H_i, W_i) each
         # the feature maps are computed from the returned maps, so gradients reach `hidden_states` too
         feature_maps = tuple(
             self.hidden_states_norms[stage](hidden_state.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # (B, C_i, H_i, W_i)
