@@ -56,7 +56,9 @@ def test_fixed_grid_pooling_equals_adaptive_avg_pool2d(height, width, pool_size)
 @pytest.mark.slow
 @pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
 def test_dynamo_traces_the_whole_model_in_one_graph(training):
+    """What `_can_compile_fullgraph = True` declares."""
     model = tiny_classifier().train(training)
+    assert model._can_compile_fullgraph
     inputs = {"pixel_values": torch.randn(2, 3, 64, 64)}
     if training:
         inputs["labels"] = torch.tensor([1, 3])

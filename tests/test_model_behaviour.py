@@ -171,6 +171,14 @@ def test_eager_and_sdpa_agree(height, width):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("attn_implementation", ["flash_attention_2", "flex_attention"])
+def test_attention_implementations_without_a_shared_key_mask_are_refused(attn_implementation):
+    """`_supports_flash_attn` / `_supports_flex_attn` are False: both groups pass one key mask for all queries."""
+    config = VisionBigBirdConfig(**tiny_config_kwargs())
+    with pytest.raises(ValueError, match="does not support"):
+        VisionBigBirdForImageClassification._from_config(config, attn_implementation=attn_implementation)
+
+
 @pytest.mark.parametrize("height,width", [(64, 64), (97, 161)])
 def test_channels_last_is_the_callers_choice(height, width, tmp_path):
     """Weights are stored contiguous (after init and after loading); `model.to(memory_format=torch.channels_last)`

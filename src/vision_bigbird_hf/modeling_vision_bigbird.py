@@ -701,6 +701,11 @@ class VisionBigBirdPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["VisionBigBirdLayer"]
     _supports_sdpa = True
+    # Both attention groups need a key mask shared by all queries (padding keys, empty pooled cells): flash attention
+    # takes no such mask, and transformers' flex path reads one mask row per query (index out of bounds on CPU).
+    _supports_flash_attn = False
+    _supports_flex_attn = False
+    _can_compile_fullgraph = True  # one graph, no break, in eval and training (tests/test_export.py)
 
     def _init_weights(self, module: nn.Module) -> None:
         """Truncated-normal linears, fan-out normal convolutions (as PVTv2), unit layer norms."""
