@@ -190,9 +190,7 @@ class VisionBigBirdEmbeddings(nn.Module):
         # position-embedding ablation (use_absolute_embeddings=True) builds one.
         if config.use_absolute_embeddings:
             # CODEPATH: image_size is an int in every released config; a (height, width) pair is for non-square use.
-            image_size = (
-                config.image_size if isinstance(config.image_size, (list, tuple)) else (config.image_size,) * 2
-            )
+            image_size = config.image_size if isinstance(config.image_size, (list, tuple)) else [config.image_size] * 2
             grid = (math.ceil(image_size[0] / 4), math.ceil(image_size[1] / 4))
             self.position_embeddings = nn.Parameter(torch.zeros(1, embed_dim, *grid))
         else:
@@ -446,6 +444,8 @@ class VisionBigBirdRSWinHeads(nn.Module):
 
     def window_indices(self, height: int, width: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """`window_indices` of `window_order`: (nW', L) and (N,); the fixed eval ones are built once, not per call."""
+        # CODEPATH: every checkpoint evaluates with the seeded order (rswin_sampling="random", rswin_sample_in_eval
+        # False): built once per layer and grid; training, the "grid" ablation and test-time sampling build per call.
         if self.config.rswin_sampling == "random" and not (self.training or self.config.rswin_sample_in_eval):
             return seeded_window_indices(height, width, self.seed, self.window_tokens, device)
         return window_indices(self.window_order(height, width, device), self.window_tokens)
