@@ -45,7 +45,8 @@ mkdir -p "${OUT:=./device_out}/pvtv2"
 exec > >(tee -a "$OUT/device_check.log") 2>&1
 TEE_PID=$! START=$SECONDS FAILED=""
 if [ -n "$QUICK" ]; then
-  TOTAL=900 BUDGETS=(200 400 200 240) TRAIN_SECONDS=3   # seconds: all stages, then (a), (b), (b) PVTv2, (c)
+  # the CPU smoke run checks that every line runs, on a machine however busy: its budgets only stop a hang
+  TOTAL=3600 BUDGETS=(1200 1200 1200 1200) TRAIN_SECONDS=3   # seconds: all stages, then (a), (b), (b) PVTv2, (c)
   BENCH=(--quick --threads 1 --resolutions 224 256 --batch_size 2 --train_batch_size 2)
   PVT=(--quick --threads 1 --resolutions 224 --batch_size 1 --train_batch_size 1)
 else

@@ -21,7 +21,7 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification
 from transformers.utils import IMAGE_PROCESSOR_NAME
 
 import vision_bigbird_hf  # noqa: F401  (registers Vision Big Bird with the Auto classes)
-from vision_bigbird_hf import image_processing_pil_vision_bigbird, image_processing_vision_bigbird
+from vision_bigbird_hf import image_decoding, image_processing_pil_vision_bigbird, image_processing_vision_bigbird
 
 CARD_TEMPLATE = Path(__file__).resolve().parent.parent / "model_cards" / "templates" / "run.md"
 RESULT_FILES = ("all_results.json", "train_results.json", "eval_results.json", "test_results.json")
@@ -80,6 +80,8 @@ def main():
     parser.add_argument("--dataset", help="Hub id of the training dataset, for a generated card's metadata")
     args = parser.parse_args()
     run_dir, output_dir = args.run_dir, args.output_dir
+    if not run_dir.is_dir():  # else transformers reads the path as a Hub repository id and blames the Hub
+        raise FileNotFoundError(f"--run_dir {run_dir}: no such folder (give the --output_dir of a training run)")
     if output_dir.exists() and any(output_dir.iterdir()):
         raise ValueError(f"{output_dir} is not empty: give a new or empty --output_dir")
     if args.model_card and not Path(args.model_card).is_file():
@@ -89,7 +91,7 @@ def main():
 
     model.save_pretrained(output_dir)
     image_processor.save_pretrained(output_dir)
-    for module in (image_processing_vision_bigbird, image_processing_pil_vision_bigbird):
+    for module in (image_decoding, image_processing_vision_bigbird, image_processing_pil_vision_bigbird):
         shutil.copy(module.__file__, output_dir)
     processor_config = json.loads((output_dir / IMAGE_PROCESSOR_NAME).read_text())
     processor_config["auto_map"] = {"AutoImageProcessor": IMAGE_PROCESSOR_AUTO_MAP}

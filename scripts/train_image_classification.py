@@ -26,7 +26,8 @@ import transformers
 from datasets import ClassLabel, DatasetDict, load_dataset
 from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
 from fashion_mnist import DEFAULT_FASHION_MNIST_DIR, load_fashion_mnist
-from huggingface_hub.errors import StrictDataclassError
+from huggingface_hub.errors import HFValidationError, StrictDataclassError
+from huggingface_hub.utils import validate_repo_id
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchvision.transforms import InterpolationMode, v2
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, Trainer, TrainingArguments
@@ -36,6 +37,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, SchedulerType, sor
 
 # importing the package registers Vision Big Bird with AutoConfig, AutoModelForImageClassification, AutoImageProcessor
 from vision_bigbird_hf import PRESETS, VisionBigBirdImageProcessor
+from vision_bigbird_hf.image_decoding import to_8bit
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +63,7 @@ IMAGENET_LEARNING_RATE_PER_1024_IMAGES = 1e-3  # Swin TRAIN.BASE_LR 5e-4 per 512
 PRESET_DROP_PATH_RATE = {"tiny": 0.2, "small": 0.3, "base": 0.5}  # Swin-T/S/B's MODEL.DROP_PATH_RATE
 SPLIT_FLAGS = {"train": "do_train", "validation": "do_eval", "test": "do_predict"}
 SPLITS = tuple(SPLIT_FLAGS)
+SPLIT_DIR_FLAGS = {"train": "train_dir", "validation": "validation_dir", "test": "test_dir"}
 
 
 class InvalidArgument(ValueError):
@@ -131,19 +134,50 @@ class RecipeArguments:
     ema_decay: float = arg(0.0, "Decay of a weight EMA, evaluated and saved; 0: off.")
 
 
-def check_image_folder(flag: str, folder: str, needs_classes: bool):
-    """The folder exists and holds image files; a training folder also needs two or more class sub-folders."""
+def image_folder_files(flag: str, folder: str, needs_classes: bool) -> dict[str, list[str]]:
+    """{class: its image files} of an image folder, whose classes are its sub-folders. Other files (notes, a
+    metadata.csv) are left out. Refused: a missing folder, no image, one class only in a training folder, images
+    directly in the folder or in a nested sub-folder (datasets' imagefolder would label those by their own folder)."""
     if not os.path.isdir(folder):
         raise InvalidArgument(f"{flag} {folder}: no such folder")
-    extensions, classes = tuple(ImageFolder.EXTENSIONS), set()
-    for root, _, files in os.walk(folder):
-        if any(name.lower().endswith(extensions) for name in files):
-            classes.add(os.path.relpath(root, folder).split(os.sep)[0])
-            if not needs_classes or len(classes) >= 2:
-                return
-    if not classes:
+    extensions, files = tuple(ImageFolder.EXTENSIONS), {}
+    for root, subfolders, names in os.walk(folder):
+        subfolders.sort()  # the same first offender in every message
+        images = sorted(os.path.join(root, name) for name in names if name.lower().endswith(extensions))
+        relative = os.path.relpath(root, folder)
+        if images and relative == os.curdir:
+            raise InvalidArgument(
+                f"{flag} {folder} holds images directly ({os.path.basename(images[0])}, ...): put each image in a "
+                "sub-folder named after its class"
+            )
+        if images and os.sep in relative:
+            raise InvalidArgument(
+                f"{flag} {folder}: images in the nested folder {relative}; the classes are the sub-folders of {flag} "
+                f"({relative.split(os.sep)[0]!r} here): move these images into {relative.split(os.sep)[0]}"
+            )
+        if images:
+            files[relative] = images
+    if not files:
         raise InvalidArgument(f"{flag} {folder} holds no image files ({', '.join(extensions[:6])}, ...)")
-    raise InvalidArgument(f"{flag} {folder} has images of one class only ({classes.pop()!r}): a sub-folder per class")
+    if needs_classes and len(files) < 2:
+        raise InvalidArgument(
+            f"{flag} {folder} has images of one class only ({next(iter(files))!r}): a sub-folder per class"
+        )
+    return files
+
+
+def check_local_path(flag: str, name: str):
+    """A `--model_name_or_path` that is no folder and cannot be a Hub id (or names a folder under an existing local
+    one) is a missing local folder: say so, instead of letting the Hub report a bad id or no connection."""
+    if os.path.isdir(name):
+        return
+    try:
+        validate_repo_id(name)
+        is_repo_id = not (os.path.exists(name) or os.path.isdir(os.path.dirname(name)) or name.startswith(("./", "~")))
+    except HFValidationError:
+        is_repo_id = False
+    if not is_repo_id:
+        raise InvalidArgument(f"{flag} {name}: no such folder (and not a Hub model id)")
 
 
 AT_LEAST_ONE = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps")
@@ -182,9 +216,21 @@ def validate_arguments(model_args, data_args, recipe_args, training_args):
     if model_args.model_preset is not None and model_args.model_type != "vision_bigbird":
         raise InvalidArgument(f"--model_preset is for --model_type vision_bigbird, not {model_args.model_type}")
     parse_rand_augment(recipe_args.rand_augment)
+    if os.path.exists(training_args.output_dir) and not os.path.isdir(training_args.output_dir):
+        raise InvalidArgument(f"--output_dir {training_args.output_dir} is a file: give a folder to write the run to")
+    if model_args.model_name_or_path is not None:
+        check_local_path("--model_name_or_path", model_args.model_name_or_path)
+    classes = {}
     for flag in ("train_dir", "validation_dir", "test_dir"):
         if data_args.dataset_name is None and values[flag] is not None:
-            check_image_folder(f"--{flag}", values[flag], needs_classes=flag == "train_dir")
+            classes[flag] = set(image_folder_files(f"--{flag}", values[flag], needs_classes=flag == "train_dir"))
+    for flag in ("validation_dir", "test_dir"):
+        missing = sorted(classes.get(flag, set()) - classes["train_dir"]) if "train_dir" in classes else []
+        if missing:
+            raise InvalidArgument(
+                f"--{flag} {values[flag]} has classes that --train_dir {data_args.train_dir} has not: {missing}; "
+                "a model cannot learn a class without training images"
+            )
 
 
 def resolve_recipe(recipe_args: RecipeArguments, training_args: TrainingArguments, given: set[str]):
@@ -246,8 +292,9 @@ def check_columns(dataset: DatasetDict, data_args: DataTrainingArguments) -> Dat
 
 
 def decode_rgb(value: dict) -> np.ndarray:
-    """A `datasets.Image` value ({"path", "bytes"}) -> (H, W, 3) uint8 RGB, converted as the image processors do."""
-    return convert_to_rgb(datasets.Image().decode_example(value), return_numpy=True)
+    """A `datasets.Image` value ({"path", "bytes"}) -> (H, W, 3) uint8 RGB, converted as the image processors do
+    (16-bit and float images scaled to 8 bits by their range, `to_8bit`)."""
+    return convert_to_rgb(to_8bit(datasets.Image().decode_example(value)), return_numpy=True)
 
 
 def try_decode_rgb(value: dict, split: str, index: int) -> tuple[np.ndarray | None, str, str]:
@@ -280,6 +327,8 @@ def drop_unreadable_images(dataset, split: str, data_args: DataTrainingArguments
     if not bad:
         return dataset
     listed = "; ".join(f"{checked[index]['name']} ({checked[index]['error']})" for index in bad[:10])
+    if len(bad) == len(dataset):
+        raise InvalidArgument(f"the {split} split has no readable image ({len(bad)} tried): {listed}")
     logger.warning(f"{len(bad)} unreadable image(s) in {split}, left out: {listed}{' ...' if len(bad) > 10 else ''}")
     return dataset.select(sorted(set(range(len(dataset))) - set(bad)))
 
@@ -288,7 +337,11 @@ def load_image_dataset(data_args: DataTrainingArguments, seed: int, cache_dir=No
     """`--dataset_name`, image folders or Fashion-MNIST: checked, a validation split carved from train if none, each
     split capped by --max_*_samples, the unreadable images of `used_splits` left out (`--check_images`)."""
     folders = {"train": data_args.train_dir, "validation": data_args.validation_dir, "test": data_args.test_dir}
-    data_files = {split: os.path.join(folder, "**") for split, folder in folders.items() if folder is not None}
+    data_files = {  # the image files only: a notes file or metadata.csv beside them is not data
+        split: sorted(itertools.chain(*image_folder_files(f"--{SPLIT_DIR_FLAGS[split]}", folder, False).values()))
+        for split, folder in folders.items()
+        if folder is not None and data_args.dataset_name is None
+    }
     kwargs = {"cache_dir": cache_dir, "streaming": data_args.streaming}
     if data_args.dataset_name is not None:
         dataset = load_dataset(data_args.dataset_name, data_args.dataset_config_name, token=token, **kwargs)

@@ -20,6 +20,15 @@ BAD_VALUES = [
     ({"conv_kernel_size": 4}, "(?s)conv_kernel_size.*odd"),
     ({"rswin_window_size": 0}, "(?s)rswin_window_size.*positive"),
     ({"rswin_sampling": "shuffled"}, "rswin_sampling"),
+    ({"global_pool_size": [7, 7, 7, 1024]}, "(?s)global_pool_size.*at most 64"),
+    ({"layer_norm_eps": -1e-5}, "(?s)layer_norm_eps.*greater than 0"),
+    ({"layer_norm_eps": float("nan")}, "(?s)layer_norm_eps.*got nan"),
+    ({"initializer_range": -0.02}, "(?s)initializer_range.*greater than 0"),
+    ({"num_channels": -1}, "(?s)num_channels.*positive integer"),
+    ({"image_size": 0}, "(?s)image_size.*positive size"),
+    ({"image_size": [224, -1]}, "(?s)image_size.*positive size"),
+    ({"mlp_ratio": 0.001}, r"(?s)validate_mlp_ratio.*stage1: mlp_ratio=0.001 gives .* 0 MLP hidden units"),
+    ({"mlp_ratio": float("inf")}, "(?s)mlp_ratio.*finite"),
 ]
 
 
@@ -64,6 +73,26 @@ def test_from_pretrained_keyword_arguments_meet_the_checks_across_fields(tmp_pat
         VisionBigBirdForImageClassification.from_pretrained(tmp_path, num_heads=[3, 5, 3, 3])
     config, unused = VisionBigBirdConfig.from_pretrained(tmp_path, depths=[2, 1, 1, 1], foo=1, return_unused_kwargs=True)
     assert config.depths == [2, 1, 1, 1] and unused == {"foo": 1}
+
+
+def test_head_split_error_says_how_to_split_again(tmp_path):
+    VisionBigBirdConfig(**tiny_config_kwargs()).save_pretrained(tmp_path)
+    with pytest.raises(StrictDataclassError, match="pass conv_heads, rswin_heads and global_heads as None"):
+        VisionBigBirdConfig.from_pretrained(tmp_path, num_heads=[3, 6, 3, 3])
+    unsplit = {"conv_heads": None, "rswin_heads": None, "global_heads": None}
+    config = VisionBigBirdConfig.from_pretrained(tmp_path, num_heads=[3, 6, 3, 3], **unsplit)
+    assert [sum(split) for split in zip(config.conv_heads, config.rswin_heads, config.global_heads)] == [3, 6, 3, 3]
+
+
+def test_a_config_edited_after_construction_is_checked_when_a_model_is_built():
+    config = VisionBigBirdConfig(**tiny_config_kwargs())
+    config.depths = [1, 1, 1]  # a field assignment checks the field alone, not its agreement with the others
+    with pytest.raises(StrictDataclassError, match="depths has 3 entries but hidden_sizes has 4"):
+        VisionBigBirdForImageClassification(config)
+    config = VisionBigBirdConfig(**tiny_config_kwargs())
+    config.mlp_ratio = 0.001
+    with pytest.raises(StrictDataclassError, match="0 MLP hidden units"):
+        VisionBigBirdForImageClassification(config)
 
 
 def test_stage_lists_must_agree():

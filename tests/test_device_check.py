@@ -90,6 +90,23 @@ def test_shell_script_refuses_an_unknown_argument():
     assert "unknown argument '--gpu'" in result.stderr
 
 
+def test_cpu_quick_run_budgets_only_stop_a_hang(tmp_path):
+    """The CPU smoke run once failed on a busy machine ("exit 124 after 200s"): each of its stages must allow far more
+    than a loaded 2-core machine needs (minutes). A stand-in Python that exits at once shows the budgets in the log."""
+    stand_in = tmp_path / "python"
+    stand_in.write_text("#!/bin/sh\nexit 0\n")
+    stand_in.chmod(0o755)
+    environment = {**os.environ, "OUT": str(tmp_path / "out"), "PYTHON": str(stand_in)}
+    environment["DEVICE_WHEELS"] = str(tmp_path / "no_wheels")
+    command = [str(SCRIPTS / "device_check.sh"), "--device", "cpu", "--quick"]
+    result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout[-3000:]
+    budgets = [
+        int(line.split("budget ")[1].split("s:")[0]) for line in result.stdout.splitlines() if ": budget " in line
+    ]
+    assert len(budgets) == 4 and min(budgets) >= 1200, budgets
+
+
 @pytest.mark.slow
 def test_cpu_quick_run_end_to_end(tmp_path):
     environment = {
@@ -105,7 +122,7 @@ def test_cpu_quick_run_end_to_end(tmp_path):
         env=environment,
         capture_output=True,
         text=True,
-        timeout=1200,
+        timeout=4000,  # a bound on a hang only: the script's own stages stop within 3600 s
         check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:]

@@ -284,7 +284,7 @@ def test_save_load_round_trip(processor_class, photo, tmp_path, kwargs):
 @pytest.mark.parametrize(
     "bad_input, error, message",
     [
-        ("definitely/not/an/image.png", ValueError, "Incorrect image source"),
+        ("definitely/not/an/image.png", ValueError, "no such file, and not base64"),
         (np.zeros((1, 2, 3, 32, 32), dtype=np.uint8), ValueError, r"shape \(1, 2, 3, 32, 32\)"),
         (np.zeros((0, 32, 3), dtype=np.uint8), ValueError, r"empty axis; got an array of shape \(0, 32, 3\)"),
         ([], ValueError, "empty list"),

@@ -9,7 +9,12 @@ from conftest import tiny_config_kwargs
 from hf_common.test_configuration_common import ConfigTester
 from hf_common.test_modeling_common import ModelTesterMixin, floats_tensor, ids_tensor
 
-from vision_bigbird_hf import VisionBigBirdConfig, VisionBigBirdForImageClassification, VisionBigBirdModel
+from vision_bigbird_hf import (
+    VisionBigBirdConfig,
+    VisionBigBirdForImageClassification,
+    VisionBigBirdForMaskedImageModeling,
+    VisionBigBirdModel,
+)
 
 
 class VisionBigBirdModelTester:
@@ -24,6 +29,9 @@ class VisionBigBirdModelTester:
         self.hidden_sizes = self.config_kwargs["hidden_sizes"]
         self.depths = self.config_kwargs["depths"]
         self.num_labels = self.config_kwargs["num_labels"]
+        # masked image modeling: the common mixin masks the first num_masks of the mask_length stem tokens
+        self.mask_length = (image_size // 4) ** 2
+        self.num_masks = self.mask_length // 2
 
     def get_config(self):
         return VisionBigBirdConfig(**self.config_kwargs)
@@ -52,7 +60,7 @@ class VisionBigBirdModelTester:
 
 
 class VisionBigBirdModelTest(ModelTesterMixin, unittest.TestCase):
-    all_model_classes = (VisionBigBirdModel, VisionBigBirdForImageClassification)
+    all_model_classes = (VisionBigBirdModel, VisionBigBirdForImageClassification, VisionBigBirdForMaskedImageModeling)
     # No token embeddings to resize: the input is pixels.
     test_resize_embeddings = False
     # Exercised by this project's own tests/test_export.py (the sdist lacks transformers' tests/exporters/).

@@ -45,6 +45,7 @@ CODE_FILES = [
     "configuration_vision_bigbird.py",
     "modeling_vision_bigbird.py",
     "image_processing_vision_bigbird.py",
+    "image_decoding.py",
     "image_processing_pil_vision_bigbird.py",
 ]
 ALL_STAGES = ["stem", "stage1", "stage2", "stage3", "stage4"]
@@ -265,7 +266,8 @@ def remote(saved, exported_classifier, workdir, image_path, request) -> dict:
 def test_config_auto_map_names_every_model_class(saved, name):
     auto_map = json.loads((saved[name] / "config.json").read_text())["auto_map"]
     assert auto_map == REMOTE_CODE_AUTO_MAP
-    assert set(auto_map) == {"AutoConfig", "AutoModel", "AutoModelForImageClassification", "AutoBackbone"}
+    model_classes = {"AutoModel", "AutoModelForImageClassification", "AutoBackbone", "AutoModelForMaskedImageModeling"}
+    assert set(auto_map) == {"AutoConfig", *model_classes}
 
 
 def test_a_plain_save_names_the_saved_image_processor_and_the_export_both_backends(saved, exported_classifier):
@@ -285,8 +287,9 @@ def test_folders_carry_the_package_code(saved, exported_classifier):
     def code_files(folder):
         return sorted(path.name for path in folder.glob("*.py"))
 
-    # a plain save copies the saved classes' files and what they import (the PIL twin imports the torchvision file)
-    assert code_files(saved["classifier"]) == sorted(CODE_FILES[:3])
+    # a plain save copies the saved classes' files and what they import (the processors import image_decoding, the PIL
+    # twin the torchvision file)
+    assert code_files(saved["classifier"]) == sorted(CODE_FILES[:4])
     assert code_files(saved["base"]) == sorted(CODE_FILES)
     assert code_files(saved["backbone"]) == sorted(CODE_FILES[:2])
     assert code_files(exported_classifier) == sorted(CODE_FILES)

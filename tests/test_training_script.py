@@ -463,3 +463,86 @@ def test_scale_out_flags_train_on_cpu(flags, image_folders, tmp_path):
         entry["loss"] for entry in read_json(output_dir / "trainer_state.json")["log_history"] if "loss" in entry
     ]
     assert len(losses) == 2 and all(math.isfinite(loss) and 0 < loss < 5 for loss in losses)
+
+
+# ---- Data path: labels, splits and messages as the user laid them out (issue 21) ----------------------
+
+
+def test_classes_are_the_top_level_folders_and_nested_folders_are_refused(tmp_path):
+    """`train/cat/indoor/*.png` trained the labels {indoor, outdoor} while the folder check counted {cat, dog}."""
+    base = ["--output_dir", str(tmp_path / "out"), "--do_train"]
+    rng = np.random.default_rng(0)
+    for cls, place in [("cat", "indoor"), ("cat", "outdoor"), ("dog", "indoor"), ("dog", "outdoor")]:
+        (tmp_path / "nested" / cls / place).mkdir(parents=True)
+        draw_shape("circle", rng).save(tmp_path / "nested" / cls / place / "0.png")
+    nested = os.path.join("cat", "indoor")
+    with pytest.raises(script.InvalidArgument, match=f"nested folder {nested}; the classes are the sub-folders"):
+        script.main(base + ["--train_dir", str(tmp_path / "nested")])
+    loose = make_image_folder(tmp_path / "loose", images_per_class=1, seed=0)
+    draw_shape("circle", rng).save(loose / "stray.png")
+    with pytest.raises(script.InvalidArgument, match="holds images directly .*stray.png"):
+        script.main(base + ["--train_dir", str(loose)])
+
+
+def test_validation_classes_missing_from_training_are_named(tmp_path):
+    """Train {circle, square, stripes}, validation + {bird}: a 4-label model with no bird image, before the fix."""
+    train = make_image_folder(tmp_path / "train", images_per_class=1, seed=0)
+    validation = make_image_folder(tmp_path / "validation", images_per_class=1, seed=1)
+    (validation / "bird").mkdir()
+    draw_shape("circle", np.random.default_rng(2)).save(validation / "bird" / "0.png")
+    base = ["--output_dir", str(tmp_path / "out"), "--do_train", "--do_eval", "--train_dir", str(train)]
+    with pytest.raises(script.InvalidArgument, match=r"--validation_dir .* has classes that --train_dir .*\['bird'\]"):
+        script.main(base + ["--validation_dir", str(validation)])
+    with pytest.raises(script.InvalidArgument, match=r"--test_dir .* has classes that --train_dir .*\['bird'\]"):
+        script.main(base + ["--test_dir", str(validation)])
+
+
+def test_a_notes_file_beside_the_classes_is_not_data(tmp_path):
+    """A `train/metadata.csv` made datasets' imagefolder fail (`file_name` must be present in metadata files)."""
+    train = make_image_folder(tmp_path / "train", images_per_class=2, seed=0)
+    (train / "metadata.csv").write_text("note,value\nshapes,1\n")
+    (train / "circle" / "README.txt").write_text("drawn by training_utils")
+    data_args = script.DataTrainingArguments(train_dir=str(train), train_val_split=0.0)
+    dataset = script.load_image_dataset(data_args, seed=0, cache_dir=str(tmp_path / "cache"))
+    assert dataset["train"].features["label"].names == sorted(SHAPE_CLASSES)
+    assert len(dataset["train"]) == 2 * len(SHAPE_CLASSES)
+
+
+@pytest.mark.parametrize("unreadable", ["train", "validation"])
+def test_a_split_without_a_readable_image_is_an_error_naming_it(tmp_path, unreadable):
+    """Before the fix: every training image unreadable failed in torch (`num_samples=0`); every validation image
+    unreadable gave `--do_eval` exit 0 and no accuracy."""
+    folders = {
+        "train": make_image_folder(tmp_path / "train", images_per_class=2, seed=0),
+        "validation": make_image_folder(tmp_path / "validation", images_per_class=1, seed=1),
+    }
+    for path in folders[unreadable].rglob("*.png"):
+        path.write_bytes(b"not a png")
+    data_args = script.DataTrainingArguments(
+        train_dir=str(folders["train"]), validation_dir=str(folders["validation"])
+    )
+    with pytest.raises(script.InvalidArgument, match=f"the {unreadable} split has no readable image"):
+        script.load_image_dataset(data_args, seed=0, cache_dir=str(tmp_path / "cache"))
+
+
+def test_16bit_grayscale_png_in_a_training_folder_is_not_white(tmp_path):
+    """PIL's conversion of a 16-bit PNG (mode I;16) to RGB clips every value above 255 to white."""
+    values = (np.arange(32 * 32).reshape(32, 32) * 64).astype(np.uint16)  # 0 ... 65472
+    Image.fromarray(values).save(tmp_path / "gray16.png")
+    rgb = script.decode_rgb({"path": str(tmp_path / "gray16.png"), "bytes": None})
+    assert rgb.dtype == np.uint8 and rgb.shape == (32, 32, 3)
+    np.testing.assert_array_equal(rgb[..., 0], np.round(values / 257).astype(np.uint8))
+
+
+def test_messages_name_a_missing_model_folder_and_an_output_file(tmp_path, monkeypatch):
+    base = ["--do_train", "--fashion_mnist_dir", str(tmp_path / "none")]
+    (tmp_path / "file.txt").write_text("not a folder")
+    with pytest.raises(script.InvalidArgument, match="--output_dir .*file.txt is a file"):
+        script.main(base + ["--output_dir", str(tmp_path / "file.txt")])
+    out = ["--output_dir", str(tmp_path / "out")]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    for missing in [str(tmp_path / "no-such-run"), "runs/no-such-run", "./no-such-run"]:
+        with pytest.raises(script.InvalidArgument, match=f"--model_name_or_path {missing}: no such folder"):
+            script.main(base + out + ["--model_name_or_path", missing])
+    script.check_local_path("--model_name_or_path", "some-org/some-model")  # a Hub id is left to the Hub

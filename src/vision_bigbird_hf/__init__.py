@@ -26,6 +26,7 @@ from transformers import (
     AutoImageProcessor,
     AutoModel,
     AutoModelForImageClassification,
+    AutoModelForMaskedImageModeling,
 )
 
 from .configuration_vision_bigbird import PRESETS, VisionBigBirdConfig
@@ -34,6 +35,7 @@ from .image_processing_vision_bigbird import VisionBigBirdImageProcessor
 from .modeling_vision_bigbird import (
     VisionBigBirdBackbone,
     VisionBigBirdForImageClassification,
+    VisionBigBirdForMaskedImageModeling,
     VisionBigBirdModel,
     VisionBigBirdPreTrainedModel,
 )
@@ -43,6 +45,7 @@ AutoConfig.register(VisionBigBirdConfig.model_type, VisionBigBirdConfig, exist_o
 AutoModel.register(VisionBigBirdConfig, VisionBigBirdModel, exist_ok=True)
 AutoModelForImageClassification.register(VisionBigBirdConfig, VisionBigBirdForImageClassification, exist_ok=True)
 AutoBackbone.register(VisionBigBirdConfig, VisionBigBirdBackbone, exist_ok=True)
+AutoModelForMaskedImageModeling.register(VisionBigBirdConfig, VisionBigBirdForMaskedImageModeling, exist_ok=True)
 AutoImageProcessor.register(
     VisionBigBirdConfig,
     image_processor_classes={"torchvision": VisionBigBirdImageProcessor, "pil": VisionBigBirdImageProcessorPil},
@@ -53,6 +56,7 @@ VisionBigBirdConfig.register_for_auto_class("AutoConfig")
 VisionBigBirdModel.register_for_auto_class("AutoModel")
 VisionBigBirdForImageClassification.register_for_auto_class("AutoModelForImageClassification")
 VisionBigBirdBackbone.register_for_auto_class("AutoBackbone")
+VisionBigBirdForMaskedImageModeling.register_for_auto_class("AutoModelForMaskedImageModeling")
 VisionBigBirdImageProcessor.register_for_auto_class("AutoImageProcessor")
 VisionBigBirdImageProcessorPil.register_for_auto_class("AutoImageProcessor")
 
@@ -62,6 +66,7 @@ __all__ = [
     "VisionBigBirdModel",
     "VisionBigBirdForImageClassification",
     "VisionBigBirdBackbone",
+    "VisionBigBirdForMaskedImageModeling",
     "VisionBigBirdPreTrainedModel",
     "VisionBigBirdImageProcessor",
     "VisionBigBirdImageProcessorPil",

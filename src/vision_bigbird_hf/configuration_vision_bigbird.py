@@ -14,11 +14,13 @@
 """Vision Big Bird model configuration (Zhang & Gong, arXiv 2311.05988)."""
 
 import dataclasses
+import math
 
 from huggingface_hub.dataclasses import strict, validated_field
 from transformers.activations import ACT2FN
 from transformers.backbone_utils import BackboneConfigMixin
 from transformers.configuration_utils import PreTrainedConfig
+from transformers.utils.type_validators import interval, positive_int_field
 
 
 # Sizes of the released presets: Swin-T/S/B geometry, each stage's heads split evenly over the three groups.
@@ -30,6 +32,11 @@ PRESETS = {
 
 RSWIN_SAMPLING_MODES = ("random", "grid")
 
+# The global heads attend to a fixed pool_size x pool_size grid on every map (static shapes for export), so each token
+# costs pool_size**2 whatever the map's size; the paper uses 7, and 64 (4096 pooled tokens) covers a 256x256 stage-1
+# map of a 1024-pixel input.
+MAX_GLOBAL_POOL_SIZE = 64
+
 # Hub remote code: every model class a saved folder can be loaded as with `trust_remote_code=True`. Each config
 # carries the whole map, so a folder saved from any one model class loads as all of them (see `__init__.py`).
 REMOTE_CODE_AUTO_MAP = {
@@ -37,12 +44,14 @@ REMOTE_CODE_AUTO_MAP = {
     "AutoModel": "modeling_vision_bigbird.VisionBigBirdModel",
     "AutoModelForImageClassification": "modeling_vision_bigbird.VisionBigBirdForImageClassification",
     "AutoBackbone": "modeling_vision_bigbird.VisionBigBirdBackbone",
+    "AutoModelForMaskedImageModeling": "modeling_vision_bigbird.VisionBigBirdForMaskedImageModeling",
 }
 
 
 # Field validators: `@strict` runs them on every assignment, so a value is checked however it arrives (constructor,
 # `from_pretrained(folder, drop_path_rate=2.0)`, config.json, a later `config.x = ...`). Checks across fields are the
-# `validate_*` methods, which `@strict` runs once after construction (and transformers again before saving).
+# `validate_*` methods, which `@strict` runs once after construction, transformers again before saving, and every model
+# again when it is built (a config edited after construction, `config.depths = [1, 1, 1]`, is checked then).
 
 
 def check_probability(value):
@@ -55,9 +64,23 @@ def check_positive(value):
         raise ValueError(f"{value} must be positive")
 
 
-def check_positive_per_stage(values):
-    if values is not None and any(value <= 0 for value in values):
-        raise ValueError(f"{list(values)} must hold one positive value per stage")
+def check_positive_finite(value):
+    if not 0 < value < math.inf:
+        raise ValueError(f"{value} must be positive and finite")
+
+
+def check_pool_sizes(values):
+    if values is not None and any(not 0 < value <= MAX_GLOBAL_POOL_SIZE for value in values):
+        raise ValueError(
+            f"{list(values)} must hold one positive value per stage, at most {MAX_GLOBAL_POOL_SIZE}: the global heads "
+            "attend to pool_size**2 pooled tokens on any map (the paper uses 7)"
+        )
+
+
+def check_image_size(value):
+    sizes = list(value) if isinstance(value, (list, tuple)) else [value]
+    if len(sizes) not in (1, 2) or any(size <= 0 for size in sizes):
+        raise ValueError(f"{value} must be a positive size, or a pair (height, width) of them")
 
 
 def check_odd_positive(value):
@@ -123,11 +146,12 @@ class VisionBigBirdConfig(BackboneConfigMixin, PreTrainedConfig):
             Keep drawing a new random permutation at every forward pass in eval mode too.
         global_pool_size (`list[int]`, *optional*):
             Keys and values of the global heads are average-pooled to a grid of this size per stage (capped at the
-            feature map's own size). Defaults to 7 in every stage.
+            feature map's own size). Defaults to 7 in every stage; at most 64, since each token attends to
+            `global_pool_size**2` pooled tokens on any map.
         conv_kernel_size (`int`, *optional*, defaults to 3):
             Kernel size of the conv heads' depthwise convolution (odd).
         mlp_ratio (`float`, *optional*, defaults to 4.0):
-            Ratio of the MLP hidden size to the block's channels.
+            Ratio of the MLP hidden size to the block's channels (at least one hidden unit in every stage).
         hidden_act (`str`, *optional*, defaults to `"gelu"`):
             Activation of the MLP, a key of transformers' `ACT2FN`.
         hidden_dropout_prob (`float`, *optional*, defaults to 0.0):
@@ -139,9 +163,9 @@ class VisionBigBirdConfig(BackboneConfigMixin, PreTrainedConfig):
         qkv_bias (`bool`, *optional*, defaults to `True`):
             Bias in the query/key/value projections.
         layer_norm_eps (`float`, *optional*, defaults to 1e-5):
-            Epsilon of the layer norms.
+            Epsilon of the layer norms (positive, finite).
         initializer_range (`float`, *optional*, defaults to 0.02):
-            Standard deviation of the truncated normal initializer of linear layers.
+            Standard deviation of the truncated normal initializer of linear layers (positive, finite).
         use_absolute_embeddings (`bool`, *optional*, defaults to `False`):
             Add a learned absolute position embedding after the stem (off by default: the paper finds it
             unnecessary). It is interpolated to the input's token grid.
@@ -163,8 +187,8 @@ class VisionBigBirdConfig(BackboneConfigMixin, PreTrainedConfig):
     model_type = "vision_bigbird"
     attribute_map = {"num_attention_heads": "num_heads", "num_hidden_layers": "num_layers"}
 
-    image_size: int | list[int] | tuple[int, int] = 224
-    num_channels: int = 3
+    image_size: int | list[int] | tuple[int, int] = validated_field(check_image_size, default=224)
+    num_channels: int = positive_int_field(default=3)
     hidden_sizes: list[int] | tuple[int, ...] = (96, 192, 384, 768)
     depths: list[int] | tuple[int, ...] = (2, 2, 6, 2)
     num_heads: list[int] | tuple[int, ...] = (3, 6, 12, 24)
@@ -175,16 +199,16 @@ class VisionBigBirdConfig(BackboneConfigMixin, PreTrainedConfig):
     rswin_sampling: str = validated_field(check_sampling_mode, default="random")
     rswin_seed: int = 0
     rswin_sample_in_eval: bool = False
-    global_pool_size: list[int] | tuple[int, ...] | None = validated_field(check_positive_per_stage, default=None)
+    global_pool_size: list[int] | tuple[int, ...] | None = validated_field(check_pool_sizes, default=None)
     conv_kernel_size: int = validated_field(check_odd_positive, default=3)
-    mlp_ratio: float | int = validated_field(check_positive, default=4.0)
+    mlp_ratio: float | int = validated_field(check_positive_finite, default=4.0)
     hidden_act: str = validated_field(check_activation, default="gelu")
     hidden_dropout_prob: float | int = validated_field(check_probability, default=0.0)
     attention_probs_dropout_prob: float | int = validated_field(check_probability, default=0.0)
     drop_path_rate: float | int = validated_field(check_probability, default=0.1)
     qkv_bias: bool = True
-    layer_norm_eps: float = 1e-5
-    initializer_range: float = 0.02
+    layer_norm_eps: float = interval(min=0, max=math.inf, exclude_min=True, exclude_max=True)(default=1e-5)
+    initializer_range: float = interval(min=0, max=math.inf, exclude_min=True, exclude_max=True)(default=0.02)
     use_absolute_embeddings: bool = False
     _out_features: list[str] | None = None
     _out_indices: list[int] | None = None
@@ -255,7 +279,16 @@ class VisionBigBirdConfig(BackboneConfigMixin, PreTrainedConfig):
             if sum(split) != total:
                 raise ValueError(
                     f"stage{stage}: head groups (conv, rswin, global)={split} add up to {sum(split)}, "
-                    f"not num_heads={total}"
+                    f"not num_heads={total}; pass conv_heads, rswin_heads and global_heads as None to split "
+                    "num_heads evenly again"
+                )
+
+    def validate_mlp_ratio(self):
+        for stage, channels in enumerate(self.hidden_sizes, start=1):
+            if int(channels * self.mlp_ratio) < 1:
+                raise ValueError(
+                    f"stage{stage}: mlp_ratio={self.mlp_ratio} gives int({channels} * {self.mlp_ratio}) = 0 MLP "
+                    f"hidden units; use at least 1/{channels}"
                 )
 
 

@@ -25,6 +25,7 @@ from transformers.image_utils import (
     is_pil_image,
 )
 
+from .image_decoding import load_image_pil, to_8bit, warn_if_already_rescaled
 from .image_processing_vision_bigbird import capped_resize_size, make_flat_list_of_images_or_grayscale
 
 
@@ -49,6 +50,14 @@ class VisionBigBirdImageProcessorPil(PilBackend):
     do_normalize = True
     do_convert_rgb = True
 
+    def fetch_images(self, image_url_or_urls):
+        """Load URLs, paths and base64 strings with `load_image_pil` (size checked before decoding, URL timeout)."""
+        if isinstance(image_url_or_urls, (list, tuple)):
+            return [self.fetch_images(image) for image in image_url_or_urls]
+        if isinstance(image_url_or_urls, str):
+            return load_image_pil(image_url_or_urls)
+        return super().fetch_images(image_url_or_urls)
+
     def _prepare_images_structure(self, images: ImageInput, expected_ndims: int = 3) -> list:
         """Flatten the input to a list of images, letting `(H, W)` grayscale arrays and tensors through."""
         return make_flat_list_of_images_or_grayscale(self.fetch_images(images), expected_ndims=expected_ndims)
@@ -56,6 +65,8 @@ class VisionBigBirdImageProcessorPil(PilBackend):
     def process_image(
         self, image: ImageInput, *args, input_data_format: str | ChannelDimension | None = None, **kwargs
     ) -> np.ndarray:
+        warn_if_already_rescaled(image, kwargs.get("do_rescale"))
+        image = to_8bit(image)  # 16-bit, 32-bit and float PIL images, wide integer arrays
         # `PilBackend.process_image` converts to RGB before it looks for a 2-D image, and that conversion cannot infer
         # the channel axis of an (H, W) array, so give it one first.
         if not is_pil_image(image) and image.ndim == 2:

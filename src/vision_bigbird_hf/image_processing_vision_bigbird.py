@@ -25,6 +25,8 @@ from transformers.image_utils import (
     make_flat_list_of_images,
 )
 
+from .image_decoding import load_image_tensor, to_8bit, warn_if_already_rescaled
+
 
 def make_flat_list_of_images_or_grayscale(images: ImageInput, expected_ndims: int = 3) -> list:
     """
@@ -94,7 +96,10 @@ class VisionBigBirdImageProcessor(TorchvisionBackend):
 
     Every step can be switched off or changed in the constructor or per call, e.g.
     `processor(images, do_center_crop=False, size={"height": 224, "width": 224})` squashes the whole image to 224x224
-    as Swin's Hub checkpoints do. Arrays whose height is 1, 3 or 4 pixels have an ambiguous channel axis: pass
+    as Swin's Hub checkpoints do. Before step 1, 16-bit and 32-bit images (PIL modes `I;16`, `I`, `F`, `uint16` arrays)
+    are scaled to 8 bits by their range (`image_decoding.to_8bit`); a float array already in [0, 1] gets a warning
+    (pass `do_rescale=False` for it) and a boolean array is refused. Paths, URLs and base64 strings are decoded only
+    if their header declares at most `PIL.Image.MAX_IMAGE_PIXELS` pixels; URLs time out after 30 s. Arrays whose height is 1, 3 or 4 pixels have an ambiguous channel axis: pass
     `input_data_format="channels_last"` (or `"channels_first"`) for them. An image with no pixels is a `ValueError`.
     """
 
@@ -110,9 +115,23 @@ class VisionBigBirdImageProcessor(TorchvisionBackend):
     do_normalize = True
     do_convert_rgb = True
 
+    def fetch_images(self, image_url_or_urls):
+        """Load URLs, paths and base64 strings with `load_image_tensor`: the header's size is checked against
+        `PIL.Image.MAX_IMAGE_PIXELS` before decoding, and a URL has a timeout. Other images pass through."""
+        if isinstance(image_url_or_urls, (list, tuple)):
+            return [self.fetch_images(image) for image in image_url_or_urls]
+        if isinstance(image_url_or_urls, str):
+            return load_image_tensor(image_url_or_urls)
+        return super().fetch_images(image_url_or_urls)
+
     def _prepare_images_structure(self, images: ImageInput, expected_ndims: int = 3) -> list:
         """Flatten the input to a list of images, letting `(H, W)` grayscale arrays and tensors through."""
         return make_flat_list_of_images_or_grayscale(self.fetch_images(images), expected_ndims=expected_ndims)
+
+    def process_image(self, image: ImageInput, *args, **kwargs):
+        """`TorchvisionBackend.process_image` of the image made 8-bit by `to_8bit` (16-bit, float PIL images)."""
+        warn_if_already_rescaled(image, kwargs.get("do_rescale"))
+        return super().process_image(to_8bit(image), *args, **kwargs)
 
     def resize(self, image, size: SizeDict, *args, **kwargs):
         """Resize (B, C, H, W) images, with the longest-edge cap of `capped_resize_size`."""

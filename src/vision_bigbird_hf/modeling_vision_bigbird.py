@@ -27,7 +27,7 @@ for the ablation), so the model runs at any input size of at least 32x32 pixels.
 Classes, in file order: VisionBigBirdEmbeddings, VisionBigBirdDownsample, VisionBigBirdConvHeads,
 VisionBigBirdRSWinHeads, VisionBigBirdGlobalHeads, VisionBigBirdMixedAttention, VisionBigBirdMLP, VisionBigBirdLayer,
 VisionBigBirdStage, VisionBigBirdPreTrainedModel, VisionBigBirdEncoder, VisionBigBirdModel,
-VisionBigBirdForImageClassification, VisionBigBirdBackbone.
+VisionBigBirdForImageClassification, VisionBigBirdBackbone, VisionBigBirdForMaskedImageModeling.
 
 Memory format is the caller's choice, as in timm and torchvision: weights are stored contiguous, and
 `model.to(memory_format=torch.channels_last)` stores the convolution weights channels-last, which suits the
@@ -143,6 +143,25 @@ class VisionBigBirdImageClassifierOutput(ModelOutput):
     reshaped_hidden_states: tuple[torch.FloatTensor, ...] | None = None
 
 
+@dataclass
+class VisionBigBirdMaskedImageModelingOutput(ModelOutput):
+    """
+    loss (`torch.FloatTensor` of shape `(1,)`, *optional*, returned when `bool_masked_pos` is provided):
+        Mean L1 reconstruction error over the masked pixels (SimMIM).
+    reconstruction (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`):
+        The predicted pixels (compare them with the normalized `pixel_values`).
+    hidden_states, attentions, rswin_attentions, reshaped_hidden_states:
+        As in [`VisionBigBirdModelOutput`].
+    """
+
+    loss: torch.FloatTensor | None = None
+    reconstruction: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    rswin_attentions: tuple[torch.FloatTensor, ...] | None = None
+    reshaped_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
 def tokens_to_feature_map(hidden_states: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """(B, N, C) tokens in raster order -> (B, C, H, W) feature map. A channels-last view, not a copy: convolutions
     and pooling then run in channels-last layout and `feature_map_to_tokens` undoes it for free."""
@@ -178,10 +197,12 @@ def built_once(maxsize: int) -> Callable:
 
 class VisionBigBirdEmbeddings(nn.Module):
     """Overlapping convolutional stem (7x7, stride 4) + layer norm, with an optional learned absolute position
-    embedding (off by default: paper Sec. 4 finds position embeddings unnecessary)."""
+    embedding (off by default: paper Sec. 4 finds position embeddings unnecessary) and, for masked image modeling, a
+    learned mask token that replaces the masked tokens."""
 
-    def __init__(self, config: VisionBigBirdConfig):
+    def __init__(self, config: VisionBigBirdConfig, use_mask_token: bool = False):
         super().__init__()
+        config.validate()  # the checks across fields again, for a config edited after construction (every model)
         self.num_channels = config.num_channels
         embed_dim = config.hidden_sizes[0]
         self.projection = nn.Conv2d(config.num_channels, embed_dim, kernel_size=7, stride=4, padding=3)
@@ -195,6 +216,7 @@ class VisionBigBirdEmbeddings(nn.Module):
             self.position_embeddings = nn.Parameter(torch.zeros(1, embed_dim, *grid))
         else:
             self.position_embeddings = None
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if use_mask_token else None
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def check_pixel_values(self, pixel_values: torch.Tensor) -> None:
@@ -221,8 +243,11 @@ class VisionBigBirdEmbeddings(nn.Module):
                 f"{MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} (four stages down to stride 32)"
             )
 
-    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, int, int]:
-        """pixel_values: (B, C_in, H_in, W_in) -> hidden_states (B, N, C) with H = ceil(H_in/4), W = ceil(W_in/4)."""
+    def forward(
+        self, pixel_values: torch.Tensor, bool_masked_pos: torch.BoolTensor | None = None
+    ) -> tuple[torch.Tensor, int, int]:
+        """pixel_values: (B, C_in, H_in, W_in) -> hidden_states (B, N, C) with H = ceil(H_in/4), W = ceil(W_in/4);
+        the tokens where `bool_masked_pos` (B, N) is True become the mask token."""
         self.check_pixel_values(pixel_values)
         pixel_values = pixel_values.to(self.projection.weight.dtype, memory_format=torch.channels_last)
         feature_map = self.projection(pixel_values)  # (B, C, H, W) channels-last
@@ -233,7 +258,22 @@ class VisionBigBirdEmbeddings(nn.Module):
             )  # (1, C, H, W)
             feature_map = feature_map + position_map
         hidden_states = self.norm(feature_map_to_tokens(feature_map))  # (B, N, C)
+        if bool_masked_pos is not None:
+            hidden_states = self.mask_tokens(hidden_states, bool_masked_pos)
         return self.dropout(hidden_states), height, width
+
+    def mask_tokens(self, hidden_states: torch.Tensor, bool_masked_pos: torch.BoolTensor) -> torch.Tensor:
+        """SimMIM: (B, N, C) tokens with those where `bool_masked_pos` (B, N) is True replaced by the mask token."""
+        if self.mask_token is None:
+            raise ValueError("bool_masked_pos needs a mask token: use VisionBigBirdForMaskedImageModeling")
+        batch_size, num_tokens, _ = hidden_states.shape
+        if bool_masked_pos.shape != (batch_size, num_tokens):
+            raise ValueError(
+                f"bool_masked_pos has shape {tuple(bool_masked_pos.shape)}; it must be (batch_size, num_tokens) = "
+                f"({batch_size}, {num_tokens}), one entry per token of the stride-4 stem grid in raster order"
+            )
+        mask = bool_masked_pos.unsqueeze(-1).type_as(hidden_states)  # (B, N, 1)
+        return hidden_states * (1.0 - mask) + self.mask_token.to(hidden_states.dtype) * mask  # (B, N, C)
 
 
 class VisionBigBirdDownsample(nn.Module):
@@ -722,8 +762,11 @@ class VisionBigBirdPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
-        elif isinstance(module, VisionBigBirdEmbeddings) and module.position_embeddings is not None:
-            init.trunc_normal_(module.position_embeddings, mean=0.0, std=self.config.initializer_range)
+        elif isinstance(module, VisionBigBirdEmbeddings):
+            if module.position_embeddings is not None:
+                init.trunc_normal_(module.position_embeddings, mean=0.0, std=self.config.initializer_range)
+            if module.mask_token is not None:
+                init.zeros_(module.mask_token)
 
 
 class VisionBigBirdEncoder(VisionBigBirdPreTrainedModel):
@@ -779,9 +822,9 @@ class VisionBigBirdEncoder(VisionBigBirdPreTrainedModel):
 
 
 class VisionBigBirdModel(VisionBigBirdPreTrainedModel):
-    def __init__(self, config: VisionBigBirdConfig):
+    def __init__(self, config: VisionBigBirdConfig, use_mask_token: bool = False):
         super().__init__(config)
-        self.embeddings = VisionBigBirdEmbeddings(config)
+        self.embeddings = VisionBigBirdEmbeddings(config, use_mask_token=use_mask_token)
         self.encoder = VisionBigBirdEncoder(config)
         self.layernorm = nn.LayerNorm(config.hidden_sizes[-1], eps=config.layer_norm_eps)
         self.post_init()
@@ -791,15 +834,20 @@ class VisionBigBirdModel(VisionBigBirdPreTrainedModel):
 
     @can_return_tuple
     def forward(
-        self, pixel_values: torch.Tensor | None = None, **kwargs: Unpack[TransformersKwargs]
+        self,
+        pixel_values: torch.Tensor | None = None,
+        bool_masked_pos: torch.BoolTensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> VisionBigBirdModelOutput:
         r"""
         pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`):
             Images of any size of at least 32x32 pixels (see [`VisionBigBirdImageProcessor`]).
+        bool_masked_pos (`torch.BoolTensor` of shape `(batch_size, num_tokens)`, *optional*):
+            Which tokens of the stride-4 stem grid (raster order) the mask token replaces; needs `use_mask_token`.
         """
         if pixel_values is None:
             raise ValueError("You have to specify pixel_values")
-        embedding_output, height, width = self.embeddings(pixel_values)  # (B, N_0, C_0)
+        embedding_output, height, width = self.embeddings(pixel_values, bool_masked_pos)  # (B, N_0, C_0)
         encoder_outputs = self.encoder(embedding_output, height, width, **kwargs)
         sequence_output = self.layernorm(encoder_outputs.last_hidden_state)  # (B, N_4, C_4)
         pooled_output = sequence_output.mean(dim=1)  # (B, C_4)
@@ -897,9 +945,70 @@ class VisionBigBirdBackbone(BackboneMixin, VisionBigBirdPreTrainedModel):
         )
 
 
+class VisionBigBirdForMaskedImageModeling(VisionBigBirdPreTrainedModel):
+    """SimMIM (Xie et al., arXiv 2111.09886) on Vision Big Bird, as transformers' `SwinForMaskedImageModeling`: masked
+    stem tokens become a learned mask token, a 1x1 convolution and a pixel shuffle turn the last stage (stride 32)
+    back into pixels, and the loss is the L1 error on the masked pixels only. Input sides must be multiples of 32."""
+
+    def __init__(self, config: VisionBigBirdConfig):
+        super().__init__(config)
+        self.vision_bigbird = VisionBigBirdModel(config, use_mask_token=True)
+        self.stem_stride = 4
+        self.encoder_stride = self.stem_stride * 2 ** (len(config.depths) - 1)  # 32 for four stages
+        # SimMIM's one-layer prediction head: stride**2 pixels per channel from each stage-4 token, shuffled into place
+        self.decoder = nn.Conv2d(config.hidden_sizes[-1], self.encoder_stride**2 * config.num_channels, kernel_size=1)
+        self.pixel_shuffle = nn.PixelShuffle(self.encoder_stride)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        bool_masked_pos: torch.BoolTensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> VisionBigBirdMaskedImageModelingOutput:
+        r"""
+        bool_masked_pos (`torch.BoolTensor` of shape `(batch_size, num_tokens)`, *optional*):
+            Which tokens of the stride-4 stem grid (raster order, `(height // 4) * (width // 4)` of them) are masked.
+            With it, `loss` is the mean L1 reconstruction error over the masked pixels.
+        """
+        if pixel_values is not None and pixel_values.ndim == 4:
+            height, width = pixel_values.shape[-2:]
+            if height % self.encoder_stride or width % self.encoder_stride:
+                raise ValueError(
+                    f"pixel_values is {height}x{width} pixels; masked image modeling needs both sides to be "
+                    f"multiples of {self.encoder_stride} (the last stage's stride), e.g. 192x192 or 224x224"
+                )
+        outputs: VisionBigBirdModelOutput = self.vision_bigbird(
+            pixel_values, bool_masked_pos=bool_masked_pos, **kwargs
+        )
+        height, width = pixel_values.shape[-2:]
+        grid_height, grid_width = height // self.encoder_stride, width // self.encoder_stride
+        feature_map = tokens_to_feature_map(outputs.last_hidden_state, grid_height, grid_width)  # (B, C_4, H/32, W/32)
+        pixel_predictions = self.decoder(feature_map.contiguous())  # (B, 32*32*C_in, H/32, W/32)
+        reconstruction = self.pixel_shuffle(pixel_predictions)  # (B, C_in, H, W)
+
+        loss = None
+        if bool_masked_pos is not None:
+            mask = bool_masked_pos.reshape(-1, height // self.stem_stride, width // self.stem_stride)
+            mask = mask.repeat_interleave(self.stem_stride, 1).repeat_interleave(self.stem_stride, 2)  # (B, H, W)
+            mask = mask.unsqueeze(1).type_as(reconstruction)  # (B, 1, H, W)
+            pixel_loss = nn.functional.l1_loss(pixel_values, reconstruction, reduction="none")  # (B, C_in, H, W)
+            loss = (pixel_loss * mask).sum() / (mask.sum() + 1e-5) / self.config.num_channels
+        return VisionBigBirdMaskedImageModelingOutput(
+            loss=loss,
+            reconstruction=reconstruction,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            rswin_attentions=outputs.rswin_attentions,
+            reshaped_hidden_states=outputs.reshaped_hidden_states,
+        )
+
+
 __all__ = [
     "VisionBigBirdBackbone",
     "VisionBigBirdForImageClassification",
+    "VisionBigBirdForMaskedImageModeling",
     "VisionBigBirdModel",
     "VisionBigBirdPreTrainedModel",
 ]
