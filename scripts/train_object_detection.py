@@ -237,7 +237,11 @@ def build_detector(model_args, detector_args, id2label: dict, image_square_size:
         return model, image_processor
     out_features, config_class, image_processor_class = DETECTORS[detector_args.detector]
     backbone_config = build_backbone_config(model_args, out_features)
-    overrides = parse_config_overrides(detector_args.detector_overrides) if detector_args.detector_overrides else {}
+    overrides = (
+        parse_config_overrides(detector_args.detector_overrides, "--detector_overrides")
+        if detector_args.detector_overrides
+        else {}
+    )
     if detector_args.detector == "rt_detr":  # its encoder projects each backbone map; the decoder reads those
         hidden_dim = overrides.get("encoder_hidden_dim", RTDetrConfig().encoder_hidden_dim)
         channels = [backbone_config.hidden_sizes[int(name[-1]) - 1] for name in out_features]
@@ -353,7 +357,7 @@ def validate_arguments(model_args, data_args, detector_args, training_args):
         if value is not None and value < 1:
             raise InvalidArgument(f"--{flag} {value} must be at least 1")
     if detector_args.detector_overrides is not None:
-        parse_config_overrides(detector_args.detector_overrides)
+        parse_config_overrides(detector_args.detector_overrides, "--detector_overrides")
 
 
 def main(args: list[str] | None = None):
