@@ -309,12 +309,8 @@ def plot_detections(model, image_processor, split: Dataset, id2label: dict, path
         model(**inputs), threshold=threshold, target_sizes=sizes
     )
     columns = min(3, len(images))
-    figure, axes = plt.subplots(
-        (len(images) + columns - 1) // columns,
-        columns,
-        figsize=(3 * columns, 3.2 * len(images) // columns),
-        squeeze=False,
-    )
+    rows_of_axes = (len(images) + columns - 1) // columns
+    figure, axes = plt.subplots(rows_of_axes, columns, figsize=(3 * columns, 3.1 * rows_of_axes), squeeze=False)
     colours = plt.get_cmap("tab10")
     for axis, image, row, detection in zip(axes.flat, images, rows, detections):
         axis.imshow(image)
@@ -338,7 +334,7 @@ def plot_detections(model, image_processor, split: Dataset, id2label: dict, path
     figure.suptitle("dashed white: true boxes; coloured: predictions with score", fontsize=8)
     figure.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    figure.savefig(path, dpi=80)
+    figure.savefig(path, dpi=64)
     logger.info(f"Detections on {len(images)} validation images drawn to {path}")
 
 
