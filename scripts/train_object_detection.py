@@ -11,6 +11,7 @@ before training (boxes clipped or skipped with a warning, inconsistent files ref
 local `datasets` dataset in the example's cppe-5 format (image, image_id, objects{bbox, category, area, id}).
 """
 
+import dataclasses
 import json
 import logging
 import os
@@ -223,11 +224,33 @@ def collate_fn(batch: list[dict]) -> dict:
 # ---- Model and metrics -----------------------------------------------------------------------------------------
 
 
-def build_detector(model_args, detector_args, id2label: dict, image_square_size: int):
-    """A new detector on a new (or --backbone_name_or_path's) Vision Big Bird backbone, or --model_name_or_path's."""
+def build_detector_config(model_args, detector_args):
+    """A new detector's config on a new (or --backbone_name_or_path's) Vision Big Bird backbone, built before the
+    data is read so that a bad override fails in seconds; None for --model_name_or_path."""
+    if model_args.model_name_or_path is not None:
+        return None
+    out_features, config_class, _ = DETECTORS[detector_args.detector]
+    backbone_config = build_backbone_config(model_args, out_features)
+    flag, text = "--detector_overrides", detector_args.detector_overrides
+    overrides = parse_config_overrides(text, flag) if text else {}
+    unknown = sorted(set(overrides) - {field.name for field in dataclasses.fields(config_class)})
+    if unknown:  # the detectors' configs would keep an unknown name as an attribute nobody reads
+        raise InvalidArgument(f"{flag}: {unknown} are not fields of {config_class.__name__}")
+    if detector_args.detector == "rt_detr":  # its encoder projects each backbone map; the decoder reads those
+        hidden_dim = overrides.get("encoder_hidden_dim", RTDetrConfig().encoder_hidden_dim)
+        channels = backbone_config.hidden_sizes[1:]  # stage2-4
+        overrides = {"encoder_in_channels": channels, "decoder_in_channels": [hidden_dim] * 3, **overrides}
+    try:
+        return config_class(backbone_config=backbone_config, **overrides)
+    except (TypeError, ValueError) as error:  # an unknown field, or a value the config refuses
+        raise InvalidArgument(f"{flag} {text}: {error}") from None
+
+
+def build_detector(config, model_args, detector_args, id2label: dict, image_square_size: int):
+    """The detector for these classes (new from `config`, or --model_name_or_path's) and its image processor."""
     labels = {"id2label": id2label, "label2id": {name: index for index, name in id2label.items()}}
     size = {"height": image_square_size, "width": image_square_size}
-    if model_args.model_name_or_path is not None:
+    if config is None:
         model = AutoModelForObjectDetection.from_pretrained(
             model_args.model_name_or_path, ignore_mismatched_sizes=True, **labels, **model_args.hub_kwargs
         )
@@ -235,28 +258,15 @@ def build_detector(model_args, detector_args, id2label: dict, image_square_size:
             model_args.model_name_or_path, size=size, do_pad=False, **model_args.hub_kwargs
         )
         return model, image_processor
-    out_features, config_class, image_processor_class = DETECTORS[detector_args.detector]
-    backbone_config = build_backbone_config(model_args, out_features)
-    overrides = (
-        parse_config_overrides(detector_args.detector_overrides, "--detector_overrides")
-        if detector_args.detector_overrides
-        else {}
-    )
-    if detector_args.detector == "rt_detr":  # its encoder projects each backbone map; the decoder reads those
-        hidden_dim = overrides.get("encoder_hidden_dim", RTDetrConfig().encoder_hidden_dim)
-        channels = [backbone_config.hidden_sizes[int(name[-1]) - 1] for name in out_features]
-        overrides = {"encoder_in_channels": channels, "decoder_in_channels": [hidden_dim] * 3, **overrides}
-    else:
-        overrides = {"use_timm_backbone": False, **overrides}
+    config.id2label, config.label2id = labels["id2label"], labels["label2id"]
     try:
-        config = config_class(backbone_config=backbone_config, **overrides, **labels)
         model = AutoModelForObjectDetection.from_config(config)
     except (TypeError, ValueError) as error:
         raise InvalidArgument(f"--detector_overrides {detector_args.detector_overrides}: {error}") from None
     if model_args.backbone_name_or_path is not None:
         backbone = next(module for module in model.modules() if isinstance(module, VisionBigBirdBackbone))
         load_backbone_weights(backbone, model_args)
-    return model, image_processor_class(size=size, do_pad=False)
+    return model, DETECTORS[detector_args.detector][2](size=size, do_pad=False)
 
 
 def keep_boxes_and_logits(outputs: tuple, labels) -> tuple:
@@ -338,7 +348,7 @@ def plot_detections(model, image_processor, split: Dataset, id2label: dict, path
     logger.info(f"Detections on {len(images)} validation images drawn to {path}")
 
 
-def validate_arguments(model_args, data_args, detector_args, training_args):
+def validate_arguments(model_args, data_args, detector_args):
     check_model_arguments(model_args)
     if (data_args.dataset_name is None) == (data_args.data_dir is None):
         raise InvalidArgument("give exactly one of --dataset_name and --data_dir")
@@ -352,8 +362,6 @@ def validate_arguments(model_args, data_args, detector_args, training_args):
         value = getattr(data_args, flag, getattr(detector_args, flag, None))
         if value is not None and value < 1:
             raise InvalidArgument(f"--{flag} {value} must be at least 1")
-    if detector_args.detector_overrides is not None:
-        parse_config_overrides(detector_args.detector_overrides, "--detector_overrides")
 
 
 def main(args: list[str] | None = None):
@@ -366,7 +374,8 @@ def main(args: list[str] | None = None):
     logger.setLevel(logging.INFO if training_args.should_log else log_level)
     datasets.utils.logging.set_verbosity(log_level)
     transformers.utils.logging.set_verbosity(log_level)
-    validate_arguments(model_args, data_args, detector_args, training_args)
+    validate_arguments(model_args, data_args, detector_args)
+    config = build_detector_config(model_args, detector_args)
     last_checkpoint = detect_last_checkpoint(training_args, data_args.overwrite_output_dir)
     transformers.set_seed(training_args.seed)
 
@@ -374,7 +383,7 @@ def main(args: list[str] | None = None):
     with training_args.main_process_first(desc="reading and checking the dataset"):
         dataset = load_detection_dataset(data_args, training_args.seed, model_args.cache_dir)
     id2label = dict(enumerate(category_names(dataset["train"].features)))
-    model, image_processor = build_detector(model_args, detector_args, id2label, data_args.image_square_size)
+    model, image_processor = build_detector(config, model_args, detector_args, id2label, data_args.image_square_size)
     logger.info(
         f"torch {torch.__version__}, transformers {transformers.__version__}; {model.config.model_type} on "
         f"{model.config.backbone_config.model_type} ({model.num_parameters() / 1e6:.2f}M parameters), "

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from fashion_mnist import DEFAULT_FASHION_MNIST_DIR
 from PIL import Image
 from transformers import AutoModelForObjectDetection, pipeline
 
@@ -24,6 +23,7 @@ from vision_bigbird_hf import VisionBigBirdBackbone, VisionBigBirdConfig, Vision
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = REPO_ROOT / "scripts" / "train_object_detection.py"
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"  # where fashion_scenes.py reads the garments by default
 TINY_BACKBONE = {
     "hidden_sizes": [16, 32, 48, 64], "depths": [1, 1, 1, 1], "num_heads": [2, 2, 2, 2], "rswin_window_size": 4,
     "global_pool_size": [2, 2, 2, 1],
@@ -42,7 +42,7 @@ COMMON = ["--image_square_size", "64", "--per_device_train_batch_size", "4", "--
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
-        not os.path.isfile(os.path.join(DEFAULT_FASHION_MNIST_DIR, "train-images-idx3-ubyte.gz")),
+        not os.path.isfile(os.path.join(FASHION_MNIST_DIR, "train-images-idx3-ubyte.gz")),
         reason="dataset-fashion-mnist not installed",
     ),
 ]
@@ -245,6 +245,7 @@ def test_bad_coco_input_fails_before_training_naming_the_file(make_bad, scenes_c
     [
         (["--detector_overrides", '{"d_model": 32'], "--detector_overrides is not valid JSON"),
         (["--dataset_name", "some/dataset"], "give exactly one of --dataset_name and --data_dir"),
+        (["--detector_overrides", '{"d_modle": 32}'], r"--detector_overrides: \['d_modle'\] are not fields of RTDetr"),
     ],
 )
 def test_bad_arguments_fail_naming_the_flag(flags, expected, scenes, tmp_path):
@@ -252,6 +253,7 @@ def test_bad_arguments_fail_naming_the_flag(flags, expected, scenes, tmp_path):
     returncode, output = run(args, tmp_path, check=False)
     assert returncode != 0
     assert any(re.search(expected, line) for line in output.splitlines()), output[-3000:]
+    assert "without objects" not in output  # refused before the data is read
 
 
 def test_bad_boxes_and_unlisted_files_warn_naming_them_and_training_goes_on(scenes_copy, tmp_path):
