@@ -92,13 +92,14 @@ def check_local_path(flag: str, path: str | None):
         raise InvalidArgument(f"{flag} {path}: no such folder")
 
 
-def parse_config_overrides(text: str) -> dict:
+def parse_config_overrides(text: str, flag: str = "--config_overrides") -> dict:
+    """The JSON object given to `flag` (the backbone's --config_overrides, or a head's own overrides flag)."""
     try:
         overrides = json.loads(text)
     except json.JSONDecodeError as error:
-        raise InvalidArgument(f"--config_overrides is not valid JSON ({error}): {text!r}") from None
+        raise InvalidArgument(f"{flag} is not valid JSON ({error}): {text!r}") from None
     if not isinstance(overrides, dict):
-        raise InvalidArgument(f"--config_overrides must be a JSON object, not {text!r}")
+        raise InvalidArgument(f"{flag} must be a JSON object, not {text!r}")
     return overrides
 
 
