@@ -26,17 +26,14 @@ import transformers
 from datasets import ClassLabel, Dataset, DatasetDict, Features, List, Value, load_dataset, load_from_disk
 from dense_common import (
     BackboneArguments,
-    InvalidArgument,
-    arg,
     build_backbone_config,
     check_model_arguments,
-    detect_last_checkpoint,
     load_backbone_weights,
-    parse_config_overrides,
 )
 from torchmetrics.detection.mean_ap import MeanAveragePrecision
 from torchvision import tv_tensors
 from torchvision.transforms import v2
+from training_common import InvalidArgument, arg, detect_last_checkpoint, parse_config_overrides
 from transformers import (
     AutoImageProcessor,
     AutoModelForObjectDetection,
