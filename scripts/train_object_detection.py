@@ -1,6 +1,6 @@
 """Train or fine-tune an object detector on the Vision Big Bird backbone with the `Trainer`, as transformers'
 `run_object_detection.py` example (same argument names and flow): RT-DETR (stage2-4) by default, or Conditional DETR
-(stage4). The paper's Mask R-CNN is not in transformers; docs/dense_prediction_detection.md says what this means.
+(stage4). The paper's Mask R-CNN is not in transformers; docs/dense_prediction.md says what this means.
 
     python scripts/fashion_scenes.py --layout coco --output_dir runs/scenes-coco --num_train 1000 --num_validation 200
     python scripts/train_object_detection.py --data_dir runs/scenes-coco --image_square_size 128 \

@@ -8,7 +8,7 @@ Data: `--data_dir` in ADE20K's own layout, or `--dataset_name` (a Hub dataset su
 `save_to_disk`/parquet folder) with image and annotation columns. Every annotation is checked before training.
 Metrics (mean IoU, mean accuracy, overall accuracy, IoU per class) go to `all_results.json`; the output folder reloads
 with `AutoModelForSemanticSegmentation` and serves `pipeline("image-segmentation")`. Docs:
-docs/dense_prediction_segmentation.md.
+docs/dense_prediction.md.
 """
 
 import dataclasses
