@@ -4,7 +4,6 @@ Imported as a sibling module (scripts/ is their folder); never run.
 """
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
@@ -15,7 +14,7 @@ import datasets
 import transformers
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
-from transformers import HfArgumentParser, TrainingArguments
+from transformers import TrainingArguments
 from transformers.trainer_utils import sort_checkpoints
 
 logger = logging.getLogger(__name__)
@@ -77,21 +76,6 @@ def parse_config_overrides(text: str | None, flag: str = "--config_overrides") -
     if not isinstance(overrides, dict):
         raise InvalidArgument(f"{flag} must be a JSON object, not {text!r}")
     return overrides
-
-
-def parse_arguments(parser: HfArgumentParser, args: list[str]) -> tuple[tuple, set[str]]:
-    """The parsed dataclasses, and the names of the fields given on the command line (a recipe leaves those alone).
-
-    argparse itself says what was given, so `--flag=value`, `--no_flag` and aliases count; build the parser with
-    `allow_abbrev=False`, or a prefix such as `--weight_dec` would count as given under its full name.
-    """
-    unset = object()
-    names = {item.name for kind in parser.dataclass_types for item in dataclasses.fields(kind) if item.init}
-    namespace, unknown = parser.parse_known_args(args, namespace=argparse.Namespace(**dict.fromkeys(names, unset)))
-    if unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    given = {name for name in names if getattr(namespace, name) is not unset}
-    return parser.parse_args_into_dataclasses(args=args), given
 
 
 def read_recipe(parser: argparse.ArgumentParser, args: list[str]) -> dict:
