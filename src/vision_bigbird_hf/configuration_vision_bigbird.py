@@ -22,7 +22,6 @@ from transformers.backbone_utils import BackboneConfigMixin
 from transformers.configuration_utils import PreTrainedConfig
 from transformers.utils.type_validators import interval, positive_int_field
 
-
 # Sizes of the released presets: Swin-T/S/B geometry, each stage's heads split evenly over the three groups.
 PRESETS = {
     "tiny": {"hidden_sizes": [96, 192, 384, 768], "depths": [2, 2, 6, 2], "num_heads": [3, 6, 12, 24]},
@@ -36,17 +35,6 @@ RSWIN_SAMPLING_MODES = ("random", "grid")
 # costs pool_size**2 whatever the map's size; the paper uses 7, and 64 (4096 pooled tokens) covers a 256x256 stage-1
 # map of a 1024-pixel input.
 MAX_GLOBAL_POOL_SIZE = 64
-
-# Hub remote code: every model class a saved folder can be loaded as with `trust_remote_code=True`. Each config
-# carries the whole map, so a folder saved from any one model class loads as all of them (see `__init__.py`).
-REMOTE_CODE_AUTO_MAP = {
-    "AutoConfig": "configuration_vision_bigbird.VisionBigBirdConfig",
-    "AutoModel": "modeling_vision_bigbird.VisionBigBirdModel",
-    "AutoModelForImageClassification": "modeling_vision_bigbird.VisionBigBirdForImageClassification",
-    "AutoBackbone": "modeling_vision_bigbird.VisionBigBirdBackbone",
-    "AutoModelForMaskedImageModeling": "modeling_vision_bigbird.VisionBigBirdForMaskedImageModeling",
-}
-
 
 # Field validators: `@strict` runs them on every assignment, so a value is checked however it arrives (constructor,
 # `from_pretrained(folder, drop_path_rate=2.0)`, config.json, a later `config.x = ...`). Checks across fields are the
@@ -218,7 +206,9 @@ class VisionBigBirdConfig(BackboneConfigMixin, PreTrainedConfig):
         self.depths = list(self.depths)
         self.num_heads = list(self.num_heads)
         # per-stage defaults follow the number of stages
-        self.global_pool_size = [7] * len(self.depths) if self.global_pool_size is None else list(self.global_pool_size)
+        self.global_pool_size = (
+            [7] * len(self.depths) if self.global_pool_size is None else list(self.global_pool_size)
+        )
         even_splits = [split_heads_evenly(heads) for heads in self.num_heads]
         for group_index, group in enumerate(("conv_heads", "rswin_heads", "global_heads")):
             value = getattr(self, group)
@@ -229,8 +219,6 @@ class VisionBigBirdConfig(BackboneConfigMixin, PreTrainedConfig):
         self.set_output_features_output_indices(
             out_indices=kwargs.pop("out_indices", None), out_features=kwargs.pop("out_features", None)
         )
-        # a config loaded from a Hub repository keeps its own auto_map (entries like "repo--module.Class")
-        kwargs.setdefault("auto_map", dict(REMOTE_CODE_AUTO_MAP))
         super().__post_init__(**kwargs)
 
     @classmethod
@@ -292,4 +280,4 @@ class VisionBigBirdConfig(BackboneConfigMixin, PreTrainedConfig):
                 )
 
 
-__all__ = ["VisionBigBirdConfig", "PRESETS"]
+__all__ = ["PRESETS", "VisionBigBirdConfig"]
