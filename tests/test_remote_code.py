@@ -210,14 +210,11 @@ def training_run(workdir) -> Path:
     if not has_fashion_mnist:
         pytest.skip(f"Fashion-MNIST not in {DEFAULT_FASHION_MNIST_DIR}: `sudo apt-get install dataset-fashion-mnist`")
     run_dir = workdir / "run"
-    overrides = {key: value for key, value in tiny_config_kwargs().items() if key != "num_labels"}
     command = [
         sys.executable,
         str(REPO_ROOT / "scripts" / "train_image_classification.py"),
         "--model_preset",
-        "tiny",
-        "--config_overrides",
-        json.dumps(overrides),
+        "demo",
         "--image_size",
         "32",
         "--output_dir",
