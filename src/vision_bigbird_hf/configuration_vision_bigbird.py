@@ -210,7 +210,7 @@ class VisionBigBirdConfig(BackboneConfigMixin, PreTrainedConfig):
     hidden_act: str = activation_fn_key(default="gelu")
     hidden_dropout_prob: float | int = probability(default=0.0)
     attention_probs_dropout_prob: float | int = probability(default=0.0)
-    # below 1: timm's DropPath divides by the keep probability
+    # below 1: drop path divides the kept branches by the keep probability, 1 - drop_path_rate
     drop_path_rate: float | int = interval(min=0, max=1, exclude_max=True)(default=0.1)
     qkv_bias: bool = True
     layer_norm_eps: float = interval(min=0, max=math.inf, exclude_min=True, exclude_max=True)(default=1e-5)
