@@ -90,7 +90,7 @@ def build(name: str, device: str, channels_last: bool) -> torch.nn.Module:
     torch.manual_seed(0)
     model_type, kwargs = MODELS[name]
     extra = {"drop_path_rate": DROP_PATH_RATE} if model_type != "vit" else {}  # transformers' ViT has none
-    config = AutoConfig.for_model(model_type, **kwargs, **extra, num_labels=1000)
+    config = AutoConfig.for_model(model_type, **{**kwargs, **extra}, num_labels=1000)  # the preset's drop path too
     model = AutoModelForImageClassification.from_config(config)
     if model._supports_sdpa:
         model.set_attn_implementation("sdpa")
@@ -285,18 +285,27 @@ def profile(model: torch.nn.Module, args: BenchmarkArguments, iterations: int = 
     ops = sorted((event for event in events if not event.key.startswith("module::")), key=self_ms, reverse=True)
     modules = sorted((event for event in events if event.key.startswith("module::")), key=total_ms, reverse=True)
     whole, calls = sum(map(self_ms, ops)), lambda event: event.count // iterations
-    return {"iterations": iterations, "total_self_ms": whole,
-            "ops": [{"op": op.key, "self_ms": self_ms(op), "percent": 100 * self_ms(op) / whole, "calls": calls(op)}
-                    for op in ops[:limit]],
-            "modules": [{"module": module.key.removeprefix("module::"), "ms": total_ms(module), "calls": calls(module)}
-                        for module in modules]}
+    return {
+        "iterations": iterations,
+        "total_self_ms": whole,
+        "ops": [
+            {"op": op.key, "self_ms": self_ms(op), "percent": 100 * self_ms(op) / whole, "calls": calls(op)}
+            for op in ops[:limit]
+        ],
+        "modules": [
+            {"module": module.key.removeprefix("module::"), "ms": total_ms(module), "calls": calls(module)}
+            for module in modules
+        ],
+    }
 
 
 def machine(device: str) -> str:
     if device == "cuda":
         gpu, precision = torch.cuda.get_device_properties(0), torch.backends.cuda.matmul.fp32_precision
-        return (f"{gpu.name} ({gpu.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}; float32 precision of "
-                f"matmuls {precision}, of cuDNN convolutions {torch.backends.cudnn.conv.fp32_precision}")
+        return (
+            f"{gpu.name} ({gpu.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}; float32 precision of "
+            f"matmuls {precision}, of cuDNN convolutions {torch.backends.cudnn.conv.fp32_precision}"
+        )
     lines = Path("/proc/cpuinfo").read_text().splitlines()
     cpu = dict(map(str.strip, line.split(":", 1)) for line in lines if ":" in line)  # the last CPU's entries
     flags, threads = cpu.get("flags", "").split(), torch.get_num_threads()
@@ -307,12 +316,18 @@ def machine(device: str) -> str:
 def run(args: BenchmarkArguments) -> tuple[dict, dict]:
     """Every measurement: the results and every single timing."""
     cuda = args.device == "cuda"
-    context = {"command": "python scripts/benchmark.py " + " ".join(sys.argv[1:]),
-               "date": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": machine(args.device),
-               "python": sys.version.split()[0], "torch": torch.__version__, "transformers": transformers.__version__,
-               "git": subprocess.getoutput("git rev-parse --short HEAD 2>/dev/null") or "unknown",
-               "load_before": os.getloadavg()[0], "train_dtype": "bfloat16 autocast" if cuda else "float32",
-               "memory_method": MEMORY_METHOD[args.device]}
+    context = {
+        "command": "python scripts/benchmark.py " + " ".join(sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "machine": machine(args.device),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "git": subprocess.getoutput("git rev-parse --short HEAD 2>/dev/null") or "unknown",
+        "load_before": os.getloadavg()[0],
+        "train_dtype": "bfloat16 autocast" if cuda else "float32",
+        "memory_method": MEMORY_METHOD[args.device],
+    }
     log(f"context: {json.dumps(context)}")
     models = {name: build(name, args.device, args.channels_last) for name in args.models}
     raw = {"context": context, "configs": {name: model.config.to_dict() for name, model in models.items()}}
@@ -321,8 +336,12 @@ def run(args: BenchmarkArguments) -> tuple[dict, dict]:
     for name, model in models.items():
         attention = model.config._attn_implementation if model._supports_sdpa else "none"
         gmacs = count_forward_flops(model, images(1, args.image_size, args)) / 2e9
-        results["models"][name] = {"class": type(model).__name__, "params": model.num_parameters(), "gmacs": gmacs,
-                                   "attention": "own (eager)" if name.startswith("PVT") else attention}
+        results["models"][name] = {
+            "class": type(model).__name__,
+            "params": model.num_parameters(),
+            "gmacs": gmacs,
+            "attention": "own (eager)" if name.startswith("PVT") else attention,
+        }
         log(f"{name}: {model.num_parameters() / 1e6:.2f}M params, {gmacs:.2f} GMACs")
         kernels = results["sdpa_kernels"][name] = {}  # the SDPA kernels (aten ops) of a batch-1 forward, and calls
         for dtype in DTYPES:
@@ -365,6 +384,7 @@ def ms(entry: dict) -> str:
 
 def table(rows: list[dict]) -> list[str]:
     """A blank line and a markdown table of `rows` (column -> value); a timing is shown as median (min-max) in ms."""
+
     def cell(value) -> str:
         if isinstance(value, dict):
             return ms(value) if "median_s" in value else ", ".join(f"`{op}` ×{n}" for op, n in value.items()) or "-"
@@ -382,21 +402,40 @@ def markdown_report(results: dict) -> str:
     vs_ref = lambda values, name: f"{values[name] / values[REFERENCE]:.2f}x" if REFERENCE in names else "-"
     rate = lambda gmacs, seconds: f"{200 * gmacs / seconds / throughput['matmul']['float32']['gflops']:.0f}%"
     lines = [f"# Benchmark results ({args['device']})", ""]
-    lines += [(f"Written by `scripts/benchmark.py` (`docs/benchmarks.md` reads it). Models and inputs "
-               f"channels-last: {args['channels_last']}; float32 unless stated; models interleaved round by round "
-               "after warm-up rounds; timings in ms, median (min-max) over the rounds."), ""]
+    lines += [
+        (
+            f"Written by `scripts/benchmark.py` (`docs/benchmarks.md` reads it). Models and inputs "
+            f"channels-last: {args['channels_last']}; float32 unless stated; models interleaved round by round "
+            "after warm-up rounds; timings in ms, median (min-max) over the rounds."
+        ),
+        "",
+    ]
     lines += [f"- {key}: {value}" for key, value in context.items()]
-    lines += [f"- {MATMUL_SIZE[args['device']]}² matmul in the throughput rounds, GFLOP/s: " + ", ".join(
-        f"{dtype} {entry['gflops']:.1f}" for dtype, entry in throughput["matmul"].items())]
+    lines += [
+        f"- {MATMUL_SIZE[args['device']]}² matmul in the throughput rounds, GFLOP/s: "
+        + ", ".join(f"{dtype} {entry['gflops']:.1f}" for dtype, entry in throughput["matmul"].items())
+    ]
     lines += ["", f"## Throughput at {args['image_size']}², training step (batch {args['train_batch_size']})"]
-    lines += table([{"model": name, "attention": model["attention"], "params (M)": f"{model['params'] / 1e6:.1f}",
-                     "GMACs": f"{model['gmacs']:.2f}", "batch": throughput["batch_size"][name],
-                     "fp32 img/s": f"{fp32[name]:.1f}", "fp32 × Swin-T": vs_ref(fp32, name),
-                     "bf16 img/s": f"{bf16[name]:.1f}", "bf16 × Swin-T": vs_ref(bf16, name),
-                     "bf16/fp32": f"{bf16[name] / fp32[name]:.2f}x",
-                     "fwd % of matmul rate": rate(model["gmacs"] * fp32[name], 1),
-                     "train step": train[name], "train × Swin-T": vs_ref(train_s, name)}
-                    for name, model in models.items()])
+    lines += table(
+        [
+            {
+                "model": name,
+                "attention": model["attention"],
+                "params (M)": f"{model['params'] / 1e6:.1f}",
+                "GMACs": f"{model['gmacs']:.2f}",
+                "batch": throughput["batch_size"][name],
+                "fp32 img/s": f"{fp32[name]:.1f}",
+                "fp32 × Swin-T": vs_ref(fp32, name),
+                "bf16 img/s": f"{bf16[name]:.1f}",
+                "bf16 × Swin-T": vs_ref(bf16, name),
+                "bf16/fp32": f"{bf16[name] / fp32[name]:.2f}x",
+                "fwd % of matmul rate": rate(model["gmacs"] * fp32[name], 1),
+                "train step": train[name],
+                "train × Swin-T": vs_ref(train_s, name),
+            }
+            for name, model in models.items()
+        ]
+    )
     lines += ["", "Forward timings per batch:"]
     lines += table([{"model": name, **{dtype: throughput[dtype][name] for dtype in DTYPES}} for name in names])
     by_size = lambda cell: table([{"model": name, **{size: cell(size, name) for size in latency}} for name in names])
@@ -413,8 +452,13 @@ def markdown_report(results: dict) -> str:
     if "compile" in results:
         compiled, breaks = results["compile"], "; ".join(results["compile"]["break_reasons"])
         lines += ["", "## torch.compile (VBB-T, each compile on an empty inductor cache)", ""]
-        lines += [(f"`torch._dynamo.explain`, eval forward: {compiled['graphs']} graph(s), "
-                   f"{compiled['graph_breaks']} graph break(s) {breaks}"), ""]
+        lines += [
+            (
+                f"`torch._dynamo.explain`, eval forward: {compiled['graphs']} graph(s), "
+                f"{compiled['graph_breaks']} graph break(s) {breaks}"
+            ),
+            "",
+        ]
         lines += ["`torch.compile(model)`, first call of each new input size (batch 1):"] + table(compiled["calls"])
         lines += ["", f"Static-shape compile at {args['image_size']}², batch {args['batch_size']}:"]
         lines += table([{"mode": mode, **entry} for mode, entry in compiled["variants"].items()])
@@ -423,8 +467,13 @@ def markdown_report(results: dict) -> str:
         lines += ["", f"## torch.export, dynamic batch, height and width (VBB-T, batch 1; export {export_s:.0f} s)"]
         lines += table([{"input": size, **entry} for size, entry in results["export"]["latency"].items()])
     for name, entry in results.get("profile", {}).items():
-        lines += ["", (f"## Profile: {name}, batch 1, {args['image_size']}², per forward ({entry['iterations']} "
-                       f"forwards; {entry['total_self_ms']:.1f} ms of self time)")]
+        lines += [
+            "",
+            (
+                f"## Profile: {name}, batch 1, {args['image_size']}², per forward ({entry['iterations']} "
+                f"forwards; {entry['total_self_ms']:.1f} ms of self time)"
+            ),
+        ]
         lines += table(entry["ops"]) + table(entry["modules"])
     return "\n".join(lines) + "\n"
 

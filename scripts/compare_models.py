@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 from model_cost import count_forward_flops
-from study_models import DROP_PATH, RUNS
+from study_models import DROP_PATH, PRESET, RUNS, config_kwargs
 from transformers import AutoConfig, AutoModelForImageClassification
 
 import vision_bigbird_hf  # noqa: F401  (registers vision_bigbird with the Auto classes)
@@ -43,9 +43,10 @@ SETTINGS |= {"min_crop_scale": 0.85, "drop_path_rate": DROP_PATH}  # RECIPE's nu
 def training_args(name: str, seed: int, run_dir: Path, extra: list[str] = ()) -> list[str]:
     """The training script's arguments of one run (`extra` flags come last, so they win)."""
     _, _, model_type, overrides = RUNS[name]
-    model = ["--model_type", model_type, "--config_overrides", json.dumps(overrides, separators=(",", ":"))]
-    if model_type == "vision_bigbird":
-        model = ["--model_preset", "tiny", *model]
+    model = ["--model_preset", PRESET] if model_type == "vision_bigbird" else []
+    model += ["--model_type", model_type]
+    if overrides:
+        model += ["--config_overrides", json.dumps(overrides, separators=(",", ":"))]
     return [*model, *RECIPE, "--seed", str(seed), "--output_dir", str(run_dir), *extra]
 
 
@@ -90,7 +91,8 @@ def collect(output_dir: Path, seeds: list[int]) -> dict | None:
         validation_mean, validation_sd = mean_sd([100 * result["eval_accuracy"] for result in results])
         params, macs = cost_of(next(iter(finished.values())), SETTINGS["image_size"]) if finished else (None, None)
         entry = {"name": name, "kind": kind, "description": description, "model_type": model_type}
-        entry |= {"config_overrides": json.dumps(overrides, separators=(",", ":")), "n_seeds": len(test)}
+        # the whole config over the library's defaults (a Vision Big Bird's preset included), as recorded before presets
+        entry |= {"config_overrides": json.dumps(config_kwargs(name), separators=(",", ":")), "n_seeds": len(test)}
         entry |= {"test_accuracy_per_seed": test, "test_accuracy_mean": test_mean, "test_accuracy_sd": test_sd}
         entry |= {"validation_accuracy_mean": validation_mean, "validation_accuracy_sd": validation_sd}
         minutes = mean_sd([result["train_runtime"] / 60 for result in results])[0]

@@ -132,7 +132,7 @@ def correctness(device: str, quick: bool) -> None:
 
 
 def train(device: str, data: list, seconds: float, batch_size: int, image_size: int, test_images: int):
-    from study_models import RUNS  # the study's models, here on Fashion-MNIST upscaled to image_size
+    from study_models import RUNS, config_kwargs  # the study's models, here on Fashion-MNIST upscaled to image_size
     from transformers import AutoConfig, AutoModelForImageClassification
 
     import vision_bigbird_hf  # noqa: F401  (registers vision_bigbird with the Auto classes)
@@ -146,8 +146,8 @@ def train(device: str, data: list, seconds: float, batch_size: int, image_size: 
     test_x, test_y = torch.tensor(test_x[:test_images]), torch.tensor(test_y[:test_images], dtype=torch.int64)
 
     def train_one(name):
-        _, _, model_type, overrides = RUNS[name]
-        config = AutoConfig.for_model(model_type, **overrides, image_size=image_size, num_labels=10)
+        model_type = RUNS[name][2]
+        config = AutoConfig.for_model(model_type, **config_kwargs(name), image_size=image_size, num_labels=10)
         torch.manual_seed(0)
         model = AutoModelForImageClassification.from_config(config).to(device).train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)

@@ -1,9 +1,9 @@
 """Turn a training output folder into a complete Hugging Face Hub repository folder.
 
-The folder gets the model with its `config.json` (`auto_map` naming every class); the image processor with the code
-and an `auto_map` of both backends (torchvision, PIL), so that `trust_remote_code=True` loads the folder without
-`vision_bigbird_hf`; the run's `*_results.json`; and `README.md`: `--model_card` copied as it is, or a card made from
-`model_cards/templates/run.md`. The folder is reloaded and must give the run's logits. Upload it with
+The folder gets what `save_pretrained` writes for the model and its image processor (weights, `config.json` and
+`preprocessor_config.json` with their `auto_map`, and the code files, so that `trust_remote_code=True` loads the folder
+without `vision_bigbird_hf`); the run's `*_results.json`; and `README.md`: `--model_card` copied as it is, or a card
+made from `model_cards/templates/run.md`. The folder is reloaded and must give the run's logits. Upload it with
 `hf upload <user>/<repo> <output_dir>`.
 
     python scripts/export_for_hub.py --run_dir runs/demo-fashion-mnist --output_dir hub/vision-bigbird-fashion-mnist \
@@ -18,19 +18,11 @@ from pathlib import Path
 import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from transformers import AutoImageProcessor, AutoModelForImageClassification
-from transformers.utils import IMAGE_PROCESSOR_NAME
 
-import vision_bigbird_hf  # noqa: F401  (registers Vision Big Bird with the Auto classes)
-from vision_bigbird_hf import image_decoding, image_processing_pil_vision_bigbird, image_processing_vision_bigbird
+import vision_bigbird_hf  # noqa: F401  (registers Vision Big Bird with the Auto classes and for remote code)
 
 CARD_TEMPLATE = Path(__file__).resolve().parent.parent / "model_cards" / "templates" / "run.md"
 RESULT_FILES = ("all_results.json", "train_results.json", "eval_results.json", "test_results.json")
-# Both backends, in the dict form `AutoImageProcessor.from_pretrained(..., trust_remote_code=True, backend=...)` reads
-# (`save_pretrained` of one processor names only its own class).
-IMAGE_PROCESSOR_AUTO_MAP = {
-    "torchvision": "image_processing_vision_bigbird.VisionBigBirdImageProcessor",
-    "pil": "image_processing_pil_vision_bigbird.VisionBigBirdImageProcessorPil",
-}
 
 
 def generated_card(model, image_processor, run_dir: Path, name: str, dataset: str | None) -> ModelCard:
@@ -91,11 +83,6 @@ def main():
 
     model.save_pretrained(output_dir)
     image_processor.save_pretrained(output_dir)
-    for module in (image_decoding, image_processing_vision_bigbird, image_processing_pil_vision_bigbird):
-        shutil.copy(module.__file__, output_dir)
-    processor_config = json.loads((output_dir / IMAGE_PROCESSOR_NAME).read_text())
-    processor_config["auto_map"] = {"AutoImageProcessor": IMAGE_PROCESSOR_AUTO_MAP}
-    (output_dir / IMAGE_PROCESSOR_NAME).write_text(json.dumps(processor_config, indent=2, sort_keys=True) + "\n")
     for name in RESULT_FILES:
         if (run_dir / name).exists():
             shutil.copy(run_dir / name, output_dir / name)

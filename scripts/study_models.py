@@ -1,15 +1,18 @@
 """The models of the Fashion-MNIST study: name -> (kind, description, model type, config overrides). Shared by
-`compare_models.py` (each is a `train_image_classification.py` run) and `device_check.py` (the GPU training race)."""
+`compare_models.py` (each is a `train_image_classification.py` run) and `device_check.py` (the GPU training race).
+Vision Big Bird's runs are the `"study"` preset (`--model_preset study`) with their overrides."""
 
-DROP_PATH = 0.05
+from vision_bigbird_hf import PRESETS
+
+PRESET = "study"
+DROP_PATH = PRESETS[PRESET]["drop_path_rate"]  # the peers' too
 # --config_overrides of each run: peers of Vision Big Bird's parameter count and token grid, ablations that keep every
-# stage's heads, a two-stage Swin (why: the Setup section of docs/results.md)
-VBB = {"hidden_sizes": [30, 60, 120, 240], "depths": [1, 1, 2, 1], "num_heads": [3, 3, 6, 6]}
-VBB |= {"rswin_window_size": 4, "global_pool_size": [2, 2, 2, 2], "drop_path_rate": DROP_PATH}
-NO_CONV = {**VBB, "conv_heads": [0, 0, 0, 0], "rswin_heads": [2, 2, 3, 3], "global_heads": [1, 1, 3, 3]}
-NO_RSWIN = {**VBB, "conv_heads": [2, 2, 3, 3], "rswin_heads": [0, 0, 0, 0], "global_heads": [1, 1, 3, 3]}
-NO_GLOBAL = {**VBB, "conv_heads": [2, 2, 3, 3], "rswin_heads": [1, 1, 3, 3], "global_heads": [0, 0, 0, 0]}
-GRID, ABS_POS = {**VBB, "rswin_sampling": "grid"}, {**VBB, "use_absolute_embeddings": True}
+# stage's heads (on top of the preset), a two-stage Swin (why: the Setup section of docs/results.md)
+VBB = {}
+NO_CONV = {"conv_heads": [0, 0, 0, 0], "rswin_heads": [2, 2, 3, 3], "global_heads": [1, 1, 3, 3]}
+NO_RSWIN = {"conv_heads": [2, 2, 3, 3], "rswin_heads": [0, 0, 0, 0], "global_heads": [1, 1, 3, 3]}
+NO_GLOBAL = {"conv_heads": [2, 2, 3, 3], "rswin_heads": [1, 1, 3, 3], "global_heads": [0, 0, 0, 0]}
+GRID, ABS_POS = {"rswin_sampling": "grid"}, {"use_absolute_embeddings": True}
 CONVNEXT = {"patch_size": 4, "hidden_sizes": [35, 70, 140, 280], "depths": [1, 1, 3, 1], "drop_path_rate": DROP_PATH}
 SWIN = {"patch_size": 4, "embed_dim": 64, "depths": [2, 6], "num_heads": [2, 4], "window_size": 4}
 SWIN["drop_path_rate"] = DROP_PATH
@@ -28,3 +31,10 @@ RUNS = {  # name: (kind, description, --model_type, --config_overrides)
     "vbb-abs-pos": ("ablation", "VBB + learned absolute position embedding", "vision_bigbird", ABS_POS),
     "vit": ("peer", "ViT, patch 4 (64 tokens + CLS), 7 layers of width 128", "vit", VIT),
 }
+
+
+def config_kwargs(name: str) -> dict:
+    """The config keyword arguments of run `name`: the preset with the overrides for Vision Big Bird, the overrides
+    alone (on the transformers config's defaults) for a peer."""
+    _, _, model_type, overrides = RUNS[name]
+    return {**PRESETS[PRESET], **overrides} if model_type == "vision_bigbird" else dict(overrides)

@@ -165,8 +165,8 @@ def test_16bit_grayscale_is_scaled_by_its_range(processor_class, tmp_path, as_in
     image = {
         "path": str(path),
         "pil": PIL.Image.open(path),
-        "array": values,
-        "tensor": torch.from_numpy(values.astype(np.int32)),
+        "array": values[..., None],  # (H, W, 1): the backends take arrays with a channel axis
+        "tensor": torch.from_numpy(values.astype(np.int32))[None],  # (1, H, W)
     }[as_input]
     expected = np.round(values / 257) / 255  # independent: 16-bit levels to 8-bit levels, then rescale
     np.testing.assert_allclose(processed(processor_class, image), np.broadcast_to(expected, (3, 64, 64)), atol=1e-6)
@@ -198,10 +198,10 @@ def test_already_rescaled_float_image_warns(processor_class, caplog, as_input):
 
 @pytest.mark.parametrize("as_input", ["array", "tensor"])
 def test_boolean_mask_is_refused(processor_class, as_input):
-    mask = np.zeros((32, 32), dtype=bool)
+    mask = np.zeros((32, 32, 1), dtype=bool)
     mask[8:24, 8:24] = True
     image = mask if as_input == "array" else torch.from_numpy(mask)
-    with pytest.raises(ValueError, match=r"boolean array of shape \(32, 32\): a mask is not an image"):
+    with pytest.raises(ValueError, match=r"boolean array of shape \(32, 32, 1\): a mask is not an image"):
         processor_class()(image, return_tensors="pt")
 
 

@@ -67,7 +67,7 @@ def commands() -> dict[tuple[str, int], dict[str, str]]:
 
 
 def build(flags: dict[str, str]) -> torch.nn.Module:
-    overrides = json.loads(flags["--config_overrides"])
+    overrides = json.loads(flags.get("--config_overrides", "{}"))
     if flags["--model_type"] == "vision_bigbird":
         config = VisionBigBirdConfig.from_preset(flags["--model_preset"], num_labels=10, **overrides)
     else:
@@ -84,6 +84,9 @@ def test_run_list_is_ten_configurations_times_three_seeds_at_the_study_scale(com
         assert flags["--per_device_train_batch_size"] == "128" and flags["--learning_rate"] == "0.002"
         assert "--max_predict_samples" not in flags  # the full 10,000-image test set
         assert all(flag in flags for flag in ("--do_train", "--do_eval", "--do_predict"))
+    for (name, seed), flags in commands.items():  # Vision Big Bird: the study preset, ablations as overrides
+        assert (flags.get("--model_preset") == "study") == (flags["--model_type"] == "vision_bigbird"), name
+    assert "--config_overrides" not in commands[("vbb", 0)]
     assert {flags["--model_type"] for flags in commands.values()} == {
         "vision_bigbird",
         "swin",
@@ -146,14 +149,7 @@ def test_report_rewrites_the_committed_results_md_from_results_json_alone(tmp_pa
 def test_report_computes_results_json_from_finished_runs(tmp_path):
     """Hand-made runs (all_results.json + config.json) of three configurations, with 3, 2 and 1 seeds."""
     made_up = {"vbb": {0: 0.90, 1: 0.904, 2: 0.897}, "pvtv2": {0: 0.91, 2: 0.915}, "vbb-no-conv": {1: 0.883}}
-    config = VisionBigBirdConfig.from_preset(
-        "tiny",
-        hidden_sizes=[30, 60, 120, 240],
-        depths=[1, 1, 2, 1],
-        num_heads=[3, 3, 6, 6],
-        rswin_window_size=4,
-        num_labels=10,
-    )
+    config = VisionBigBirdConfig.from_preset("study", num_labels=10)
     for name, per_seed in made_up.items():
         for seed, accuracy in per_seed.items():
             run_dir = tmp_path / "runs" / name / f"seed{seed}"

@@ -15,9 +15,8 @@
 
 Importing this package registers the configuration, models and image processors with the Auto classes, so
 `AutoModelForImageClassification.from_pretrained(folder)` and `pipeline(...)` work on folders saved by this package.
-It also registers them for Hub remote code: `save_pretrained` copies the code files next to the weights, and the
-config's `auto_map` names every model class. `scripts/export_for_hub.py` adds the code and `auto_map` of both
-image-processor backends when it writes a Hub folder.
+It also registers each class for Hub remote code (`register_for_auto_class`, the one mechanism): `save_pretrained`
+then copies the class's code files next to the weights and names the class and its config in the saved `auto_map`.
 """
 
 from transformers import (
@@ -40,7 +39,6 @@ from .modeling_vision_bigbird import (
     VisionBigBirdPreTrainedModel,
 )
 
-
 AutoConfig.register(VisionBigBirdConfig.model_type, VisionBigBirdConfig, exist_ok=True)
 AutoModel.register(VisionBigBirdConfig, VisionBigBirdModel, exist_ok=True)
 AutoModelForImageClassification.register(VisionBigBirdConfig, VisionBigBirdForImageClassification, exist_ok=True)
@@ -62,12 +60,12 @@ VisionBigBirdImageProcessorPil.register_for_auto_class("AutoImageProcessor")
 
 __all__ = [
     "PRESETS",
-    "VisionBigBirdConfig",
-    "VisionBigBirdModel",
-    "VisionBigBirdForImageClassification",
     "VisionBigBirdBackbone",
+    "VisionBigBirdConfig",
+    "VisionBigBirdForImageClassification",
     "VisionBigBirdForMaskedImageModeling",
-    "VisionBigBirdPreTrainedModel",
     "VisionBigBirdImageProcessor",
     "VisionBigBirdImageProcessorPil",
+    "VisionBigBirdModel",
+    "VisionBigBirdPreTrainedModel",
 ]

@@ -15,58 +15,71 @@
 
 import dataclasses
 import math
+from typing import Literal
 
 from huggingface_hub.dataclasses import strict, validated_field
-from transformers.activations import ACT2FN
 from transformers.backbone_utils import BackboneConfigMixin
 from transformers.configuration_utils import PreTrainedConfig
-from transformers.utils.type_validators import interval, positive_int_field
+from transformers.utils.type_validators import activation_fn_key, interval, positive_int_field, probability
 
-
-# Sizes of the released presets: Swin-T/S/B geometry, each stage's heads split evenly over the three groups.
+# Every per-size value of each named model, as timm keeps one kwargs dict per variant; `from_preset(name, **overrides)`
+# builds one, and the training scripts take `--model_preset <name>`. Heads are split evenly over the three groups
+# unless a preset says otherwise.
 PRESETS = {
-    "tiny": {"hidden_sizes": [96, 192, 384, 768], "depths": [2, 2, 6, 2], "num_heads": [3, 6, 12, 24]},
-    "small": {"hidden_sizes": [96, 192, 384, 768], "depths": [2, 2, 18, 2], "num_heads": [3, 6, 12, 24]},
-    "base": {"hidden_sizes": [128, 256, 512, 1024], "depths": [2, 2, 18, 2], "num_heads": [4, 8, 16, 32]},
+    # Swin-T/S/B geometry and stochastic depth (Swin's MODEL.DROP_PATH_RATE 0.2/0.3/0.5 for ImageNet-1k)
+    "tiny": {
+        "hidden_sizes": [96, 192, 384, 768],
+        "depths": [2, 2, 6, 2],
+        "num_heads": [3, 6, 12, 24],
+        "drop_path_rate": 0.2,
+    },
+    "small": {
+        "hidden_sizes": [96, 192, 384, 768],
+        "depths": [2, 2, 18, 2],
+        "num_heads": [3, 6, 12, 24],
+        "drop_path_rate": 0.3,
+    },
+    "base": {
+        "hidden_sizes": [128, 256, 512, 1024],
+        "depths": [2, 2, 18, 2],
+        "num_heads": [4, 8, 16, 32],
+        "drop_path_rate": 0.5,
+    },
+    # The Fashion-MNIST demo model (scripts/demo.py, model_cards/vision-bigbird-fashion-mnist): 32x32 inputs, a
+    # 2-core CPU, every head group present in every stage
+    "demo": {
+        "hidden_sizes": [32, 64, 128, 256],
+        "depths": [1, 1, 2, 1],
+        "num_heads": [2, 2, 4, 8],
+        "conv_heads": [1, 1, 1, 2],
+        "rswin_heads": [1, 1, 2, 3],
+        "global_heads": [0, 0, 1, 3],
+        "rswin_window_size": 4,
+        "global_pool_size": [4, 4, 2, 1],
+        "drop_path_rate": 0.05,
+    },
+    # The Vision Big Bird of the Fashion-MNIST study (scripts/study_models.py, docs/results.md): the peers' parameter
+    # count and token grid at 32x32
+    "study": {
+        "hidden_sizes": [30, 60, 120, 240],
+        "depths": [1, 1, 2, 1],
+        "num_heads": [3, 3, 6, 6],
+        "rswin_window_size": 4,
+        "global_pool_size": [2, 2, 2, 2],
+        "drop_path_rate": 0.05,
+    },
 }
-
-RSWIN_SAMPLING_MODES = ("random", "grid")
 
 # The global heads attend to a fixed pool_size x pool_size grid on every map (static shapes for export), so each token
 # costs pool_size**2 whatever the map's size; the paper uses 7, and 64 (4096 pooled tokens) covers a 256x256 stage-1
 # map of a 1024-pixel input.
 MAX_GLOBAL_POOL_SIZE = 64
 
-# Hub remote code: every model class a saved folder can be loaded as with `trust_remote_code=True`. Each config
-# carries the whole map, so a folder saved from any one model class loads as all of them (see `__init__.py`).
-REMOTE_CODE_AUTO_MAP = {
-    "AutoConfig": "configuration_vision_bigbird.VisionBigBirdConfig",
-    "AutoModel": "modeling_vision_bigbird.VisionBigBirdModel",
-    "AutoModelForImageClassification": "modeling_vision_bigbird.VisionBigBirdForImageClassification",
-    "AutoBackbone": "modeling_vision_bigbird.VisionBigBirdBackbone",
-    "AutoModelForMaskedImageModeling": "modeling_vision_bigbird.VisionBigBirdForMaskedImageModeling",
-}
-
-
-# Field validators: `@strict` runs them on every assignment, so a value is checked however it arrives (constructor,
-# `from_pretrained(folder, drop_path_rate=2.0)`, config.json, a later `config.x = ...`). Checks across fields are the
-# `validate_*` methods, which `@strict` runs once after construction, transformers again before saving, and every model
-# again when it is built (a config edited after construction, `config.depths = [1, 1, 1]`, is checked then).
-
-
-def check_probability(value):
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"{value} must be in [0, 1)")
-
-
-def check_positive(value):
-    if value <= 0:
-        raise ValueError(f"{value} must be positive")
-
-
-def check_positive_finite(value):
-    if not 0 < value < math.inf:
-        raise ValueError(f"{value} must be positive and finite")
+# Field validators (transformers' `type_validators` where one fits): `@strict` runs them on every assignment, so a value
+# is checked however it arrives (constructor, `from_pretrained(folder, drop_path_rate=2.0)`, config.json, a later
+# `config.x = ...`). Checks across fields are the `validate_*` methods, which `@strict` runs once after construction,
+# transformers again before saving, and every model again when it is built (a config edited after construction,
+# `config.depths = [1, 1, 1]`, is checked then).
 
 
 def check_pool_sizes(values):
@@ -88,16 +101,6 @@ def check_odd_positive(value):
         raise ValueError(f"{value} must be a positive odd number")
 
 
-def check_activation(value):
-    if value not in ACT2FN:
-        raise ValueError(f"{value!r} is not an activation of transformers' ACT2FN; choose one of {sorted(ACT2FN)}")
-
-
-def check_sampling_mode(value):
-    if value not in RSWIN_SAMPLING_MODES:
-        raise ValueError(f"{value!r} must be one of {RSWIN_SAMPLING_MODES}")
-
-
 def split_heads_evenly(num_heads: int) -> tuple[int, int, int]:
     """Split `num_heads` into (conv, rswin, global) counts as evenly as possible; leftovers go to RS-Win, then global."""
     share, leftover = divmod(num_heads, 3)
@@ -109,8 +112,9 @@ class VisionBigBirdConfig(BackboneConfigMixin, PreTrainedConfig):
     r"""
     Configuration of a Vision Big Bird model: a four-stage hierarchical vision transformer whose heads in every block
     are split into depthwise-conv heads, random-window (RS-Win) heads and average-pooled global heads. The default
-    values give the tiny model (Swin-T sized); `VisionBigBirdConfig.from_preset("small")` and `("base")` give the
-    Swin-S and Swin-B sized ones.
+    values give the tiny model's architecture (Swin-T sized); `VisionBigBirdConfig.from_preset(name)` gives a named
+    model of `PRESETS` with every per-size value, stochastic depth included: `"tiny"`, `"small"`, `"base"` (Swin-T/S/B
+    sized), `"demo"` and `"study"` (the small Fashion-MNIST models of the demo and the study; see docs/presets.md).
 
     Args:
         image_size (`int` or `tuple[int, int]`, *optional*, defaults to 224):
@@ -159,7 +163,8 @@ class VisionBigBirdConfig(BackboneConfigMixin, PreTrainedConfig):
         attention_probs_dropout_prob (`float`, *optional*, defaults to 0.0):
             Dropout on the attention probabilities.
         drop_path_rate (`float`, *optional*, defaults to 0.1):
-            Stochastic depth rate, increased linearly over the blocks.
+            Stochastic depth rate, increased linearly over the blocks, in [0, 1). Each preset sets its own (0.2, 0.3
+            and 0.5 for tiny, small and base, as Swin-T/S/B on ImageNet-1k).
         qkv_bias (`bool`, *optional*, defaults to `True`):
             Bias in the query/key/value projections.
         layer_norm_eps (`float`, *optional*, defaults to 1e-5):
@@ -179,8 +184,8 @@ class VisionBigBirdConfig(BackboneConfigMixin, PreTrainedConfig):
     ```python
     >>> from vision_bigbird_hf import VisionBigBirdConfig, VisionBigBirdModel
 
-    >>> config = VisionBigBirdConfig()  # tiny
-    >>> small = VisionBigBirdConfig.from_preset("small", num_labels=10)
+    >>> config = VisionBigBirdConfig()  # tiny architecture
+    >>> small = VisionBigBirdConfig.from_preset("small", num_labels=10)  # drop_path_rate=0.3
     >>> model = VisionBigBirdModel(config)
     ```"""
 
@@ -195,17 +200,18 @@ class VisionBigBirdConfig(BackboneConfigMixin, PreTrainedConfig):
     conv_heads: list[int] | tuple[int, ...] | None = None
     rswin_heads: list[int] | tuple[int, ...] | None = None
     global_heads: list[int] | tuple[int, ...] | None = None
-    rswin_window_size: int = validated_field(check_positive, default=7)
-    rswin_sampling: str = validated_field(check_sampling_mode, default="random")
+    rswin_window_size: int = positive_int_field(default=7)
+    rswin_sampling: Literal["random", "grid"] = "random"
     rswin_seed: int = 0
     rswin_sample_in_eval: bool = False
     global_pool_size: list[int] | tuple[int, ...] | None = validated_field(check_pool_sizes, default=None)
     conv_kernel_size: int = validated_field(check_odd_positive, default=3)
-    mlp_ratio: float | int = validated_field(check_positive_finite, default=4.0)
-    hidden_act: str = validated_field(check_activation, default="gelu")
-    hidden_dropout_prob: float | int = validated_field(check_probability, default=0.0)
-    attention_probs_dropout_prob: float | int = validated_field(check_probability, default=0.0)
-    drop_path_rate: float | int = validated_field(check_probability, default=0.1)
+    mlp_ratio: float | int = interval(min=0, max=math.inf, exclude_min=True, exclude_max=True)(default=4.0)
+    hidden_act: str = activation_fn_key(default="gelu")
+    hidden_dropout_prob: float | int = probability(default=0.0)
+    attention_probs_dropout_prob: float | int = probability(default=0.0)
+    # below 1: drop path divides the kept branches by the keep probability, 1 - drop_path_rate
+    drop_path_rate: float | int = interval(min=0, max=1, exclude_max=True)(default=0.1)
     qkv_bias: bool = True
     layer_norm_eps: float = interval(min=0, max=math.inf, exclude_min=True, exclude_max=True)(default=1e-5)
     initializer_range: float = interval(min=0, max=math.inf, exclude_min=True, exclude_max=True)(default=0.02)
@@ -218,7 +224,9 @@ class VisionBigBirdConfig(BackboneConfigMixin, PreTrainedConfig):
         self.depths = list(self.depths)
         self.num_heads = list(self.num_heads)
         # per-stage defaults follow the number of stages
-        self.global_pool_size = [7] * len(self.depths) if self.global_pool_size is None else list(self.global_pool_size)
+        self.global_pool_size = (
+            [7] * len(self.depths) if self.global_pool_size is None else list(self.global_pool_size)
+        )
         even_splits = [split_heads_evenly(heads) for heads in self.num_heads]
         for group_index, group in enumerate(("conv_heads", "rswin_heads", "global_heads")):
             value = getattr(self, group)
@@ -229,22 +237,22 @@ class VisionBigBirdConfig(BackboneConfigMixin, PreTrainedConfig):
         self.set_output_features_output_indices(
             out_indices=kwargs.pop("out_indices", None), out_features=kwargs.pop("out_features", None)
         )
-        # a config loaded from a Hub repository keeps its own auto_map (entries like "repo--module.Class")
-        kwargs.setdefault("auto_map", dict(REMOTE_CODE_AUTO_MAP))
         super().__post_init__(**kwargs)
 
     @classmethod
     def from_dict(cls, config_dict: dict, **kwargs) -> "VisionBigBirdConfig":
         """`PreTrainedConfig.from_dict`, except that keyword arguments naming fields (`from_pretrained(folder,
-        depths=[...])`) are constructor arguments: transformers would set them one by one after construction, past
-        the checks across fields and without re-deriving the per-stage defaults."""
+        depths=[...])`) are constructor arguments: transformers 5.24 builds the config from the saved dict and then
+        sets such keyword arguments one by one, past the checks across fields and without re-deriving the per-stage
+        defaults (a new `num_heads` would keep the saved head split)."""
         field_names = {field.name for field in dataclasses.fields(cls)}
         overrides = {name: kwargs.pop(name) for name in list(kwargs) if name in field_names}
         return super().from_dict({**config_dict, **overrides}, **kwargs)
 
     @classmethod
     def from_preset(cls, name: str, **kwargs) -> "VisionBigBirdConfig":
-        """The `"tiny"`, `"small"` or `"base"` preset (Swin-T/S/B sized); keyword arguments override its fields."""
+        """The named model `PRESETS[name]` (`"tiny"`, `"small"`, `"base"`, `"demo"`, `"study"`); keyword arguments
+        override its fields."""
         if name not in PRESETS:
             raise ValueError(f"Unknown Vision Big Bird preset {name!r}; choose one of {sorted(PRESETS)}")
         return cls(**{**PRESETS[name], **kwargs})
@@ -292,4 +300,4 @@ class VisionBigBirdConfig(BackboneConfigMixin, PreTrainedConfig):
                 )
 
 
-__all__ = ["VisionBigBirdConfig", "PRESETS"]
+__all__ = ["PRESETS", "VisionBigBirdConfig"]

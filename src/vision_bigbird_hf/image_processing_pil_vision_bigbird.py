@@ -16,17 +16,10 @@
 import numpy as np
 from transformers.image_processing_backends import PilBackend
 from transformers.image_processing_utils import SizeDict
-from transformers.image_utils import (
-    IMAGENET_DEFAULT_MEAN,
-    IMAGENET_DEFAULT_STD,
-    ChannelDimension,
-    ImageInput,
-    PILImageResampling,
-    is_pil_image,
-)
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, ImageInput, PILImageResampling
 
 from .image_decoding import load_image_pil, to_8bit, warn_if_already_rescaled
-from .image_processing_vision_bigbird import capped_resize_size, make_flat_list_of_images_or_grayscale
+from .image_processing_vision_bigbird import capped_resize_size, check_has_pixels
 
 
 class VisionBigBirdImageProcessorPil(PilBackend):
@@ -59,19 +52,13 @@ class VisionBigBirdImageProcessorPil(PilBackend):
         return super().fetch_images(image_url_or_urls)
 
     def _prepare_images_structure(self, images: ImageInput, expected_ndims: int = 3) -> list:
-        """Flatten the input to a list of images, letting `(H, W)` grayscale arrays and tensors through."""
-        return make_flat_list_of_images_or_grayscale(self.fetch_images(images), expected_ndims=expected_ndims)
+        """The backend's flat list of images, refusing an empty one and images without pixels (`check_has_pixels`)."""
+        return check_has_pixels(super()._prepare_images_structure(images, expected_ndims=expected_ndims))
 
-    def process_image(
-        self, image: ImageInput, *args, input_data_format: str | ChannelDimension | None = None, **kwargs
-    ) -> np.ndarray:
+    def process_image(self, image: ImageInput, *args, **kwargs) -> np.ndarray:
+        """`PilBackend.process_image` of the image made 8-bit by `to_8bit` (16-bit, float PIL images)."""
         warn_if_already_rescaled(image, kwargs.get("do_rescale"))
-        image = to_8bit(image)  # 16-bit, 32-bit and float PIL images, wide integer arrays
-        # `PilBackend.process_image` converts to RGB before it looks for a 2-D image, and that conversion cannot infer
-        # the channel axis of an (H, W) array, so give it one first.
-        if not is_pil_image(image) and image.ndim == 2:
-            image, input_data_format = image[None], ChannelDimension.FIRST  # (1, H, W)
-        return super().process_image(image, *args, input_data_format=input_data_format, **kwargs)
+        return super().process_image(to_8bit(image), *args, **kwargs)
 
     def resize(self, image: np.ndarray, size: SizeDict, *args, **kwargs) -> np.ndarray:
         """Resize a (C, H, W) image, with the longest-edge cap of `capped_resize_size`."""

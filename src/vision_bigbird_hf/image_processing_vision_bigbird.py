@@ -21,38 +21,23 @@ from transformers.image_utils import (
     ImageInput,
     PILImageResampling,
     is_pil_image,
-    is_valid_image,
-    make_flat_list_of_images,
 )
 
 from .image_decoding import load_image_tensor, to_8bit, warn_if_already_rescaled
 
 
-def make_flat_list_of_images_or_grayscale(images: ImageInput, expected_ndims: int = 3) -> list:
-    """
-    `make_flat_list_of_images`, except that a 2-D `(H, W)` array or tensor, alone or in a list, also counts as one
-    (grayscale) image: the backend's `process_image` gives it a channel axis and `do_convert_rgb` makes it RGB.
-    An empty list, an image with no pixels (a 0-pixel PIL image, an array with an empty axis), or an array whose
-    number of dimensions fits neither an image nor a batch raises a `ValueError` naming its size.
-    """
-    candidates = list(images) if isinstance(images, (list, tuple)) else [images]
-    if not candidates:
+def check_has_pixels(images: list) -> list:
+    """The backend's flat list of images, unless it is empty or holds an image without pixels (a 0x5 PIL image, an
+    array with an empty axis), which the backends would meet with an IndexError or a ZeroDivisionError: then a
+    `ValueError` naming the size."""
+    if not images:
         raise ValueError("Expected at least one image, got an empty list.")
-    for image in candidates:
+    for image in images:
         if is_pil_image(image) and 0 in image.size:
             raise ValueError(f"Expected an image with pixels, got a {image.size[0]}x{image.size[1]} PIL image.")
-    arrays = [image for image in candidates if is_valid_image(image) and not is_pil_image(image)]
-    for array in arrays:
-        if array.ndim not in (2, expected_ndims, expected_ndims + 1) or 0 in array.shape:
-            raise ValueError(
-                "Expected an image of shape (H, W), (H, W, C) or (C, H, W), or a batch (B, ...) of them, with no "
-                f"empty axis; got an array of shape {tuple(array.shape)}."
-            )
-    if any(array.ndim == 2 for array in arrays) and all(
-        is_pil_image(image) or (is_valid_image(image) and image.ndim in (2, expected_ndims)) for image in candidates
-    ):
-        return candidates
-    return make_flat_list_of_images(images, expected_ndims=expected_ndims)
+        if not is_pil_image(image) and 0 in image.shape:
+            raise ValueError(f"Expected an image with pixels, got an array of shape {tuple(image.shape)}.")
+    return images
 
 
 # A shortest-edge resize caps the longest edge at this many times the shortest edge unless `size["longest_edge"]`
@@ -82,8 +67,9 @@ class VisionBigBirdImageProcessor(TorchvisionBackend):
     Torchvision-backend image processor of Vision Big Bird. By default it applies the ImageNet evaluation recipe that
     Swin and ConvNeXt checkpoints use (timm's `crop_pct=0.875` at 224 pixels):
 
-    1. `do_convert_rgb`: grayscale (`L`, `LA`, `1`, `I`, `F`), palette (`P`), `RGBA`, `CMYK` PIL images and `(H, W)`,
-       1-channel or 4-channel arrays/tensors become 3-channel RGB; transparency is composited onto white.
+    1. `do_convert_rgb`: grayscale (`L`, `LA`, `1`, `I`, `F`), palette (`P`), `RGBA`, `CMYK` PIL images and 1-channel
+       or 4-channel arrays/tensors become 3-channel RGB; transparency is composited onto white (the backend's
+       conversion; a grayscale array needs its channel axis, `(H, W, 1)` or `(1, H, W)`).
     2. `do_resize`: resize the shortest edge to `size["shortest_edge"]=256` with bicubic resampling, keeping the
        aspect ratio, unless the longest edge would then exceed `size["longest_edge"]` (default: 16 times the
        shortest edge, 4096): then the longest edge becomes that cap (and the shortest less than 256, at least 1
@@ -125,8 +111,8 @@ class VisionBigBirdImageProcessor(TorchvisionBackend):
         return super().fetch_images(image_url_or_urls)
 
     def _prepare_images_structure(self, images: ImageInput, expected_ndims: int = 3) -> list:
-        """Flatten the input to a list of images, letting `(H, W)` grayscale arrays and tensors through."""
-        return make_flat_list_of_images_or_grayscale(self.fetch_images(images), expected_ndims=expected_ndims)
+        """The backend's flat list of images, refusing an empty one and images without pixels (`check_has_pixels`)."""
+        return check_has_pixels(super()._prepare_images_structure(images, expected_ndims=expected_ndims))
 
     def process_image(self, image: ImageInput, *args, **kwargs):
         """`TorchvisionBackend.process_image` of the image made 8-bit by `to_8bit` (16-bit, float PIL images)."""
