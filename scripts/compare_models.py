@@ -2,7 +2,7 @@
 transformers and the paper's ablations, trained from scratch with one recipe, three seeds each. Each run is one
 `scripts/train_image_classification.py` command (`RUNS`) into `<output_dir>/<name>/seed<k>`; a run whose folder holds
 `all_results.json` is skipped, so an interrupted study resumes. `--report` collects the finished runs into
-docs/results.json and writes docs/results.md from it (with no finished run, from the recorded docs/results.json).
+docs/results.json and writes docs/results.md and its figure docs/results.png from it (with no finished run, from the recorded docs/results.json).
 
     python scripts/compare_models.py --workers 2    # also: --print_commands (run nothing), --report
 """
@@ -159,6 +159,27 @@ def cell(mean: float | None, sd: float | None, n: int) -> str:
     return "not run" if mean is None else f"{mean:.2f}" + (f" ± {sd:.2f}" if sd is not None else "") + f" (n={n})"
 
 
+def draw(study: dict, path: Path) -> None:
+    """results.png: each configuration's test accuracy, one dot per seed, the mean as a bar (from results.json)."""
+    from matplotlib.figure import Figure
+
+    entries = [entry for entry in study["configurations"] if entry["n_seeds"]]
+    figure = Figure(figsize=(7, 0.35 * len(entries) + 1.0))
+    axes = figure.subplots()
+    colors = {"vbb": "tab:red", "peer": "tab:blue", "ablation": "tab:orange"}
+    for row, entry in enumerate(reversed(entries)):
+        values = list(entry["test_accuracy_per_seed"].values())
+        axes.scatter(values, [row] * len(values), s=18, color=colors.get(entry["kind"], "grey"), zorder=3)
+        axes.plot([entry["test_accuracy_mean"]] * 2, [row - 0.3, row + 0.3], color="black", linewidth=1)
+    axes.set_yticks(range(len(entries)), [entry["name"] for entry in reversed(entries)])
+    axes.set_xlabel(
+        f"test accuracy % on the {study['settings']['test_images']:,} test images (dot: a seed, bar: mean)"
+    )
+    axes.grid(axis="x", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+
+
 def render(study: dict, json_name: str) -> str:
     """docs/results.md, from the content of results.json alone."""
     settings, seeds, size = study["settings"], study["seeds"], "{0}x{0}".format(study["settings"]["image_size"])
@@ -184,6 +205,8 @@ Every model is trained from scratch on the real Fashion-MNIST with one recipe an
 train min / run |
 |---|---|---:|---|---:|---:|---:|---:|
 {chr(10).join(rows)}
+
+![Test accuracy per configuration, one dot per seed](results.png)
 
 GMACs: one forward pass at {size}. Train minutes: the Trainer's `train_runtime` (validation included), one torch \
 thread per run, two runs at a time on a 2-core CPU.
@@ -250,7 +273,8 @@ def report(args: argparse.Namespace) -> None:
     else:
         raise FileNotFoundError(f"no finished run in {args.output_dir} and no {json_path} to report from")
     md_path.write_text(render(study, json_path.name))
-    print(f"wrote {md_path}")
+    draw(study, args.results_dir / "results.png")
+    print(f"wrote {md_path} and {args.results_dir / 'results.png'}")
 
 
 def main() -> int:
