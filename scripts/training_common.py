@@ -70,10 +70,25 @@ def parse_config_overrides(text: str | None) -> dict:
     try:
         overrides = json.loads(text)
     except json.JSONDecodeError as error:
-        raise InvalidArgument(f"--config_overrides is not valid JSON ({error}): {text!r}") from None
+        raise InvalidArgument(
+            f"--config_overrides {text!r} is not valid JSON ({error}); give a JSON object such as "
+            '\'{"depths": [1, 1, 2, 1], "drop_path_rate": 0.1}\''
+        ) from None
     if not isinstance(overrides, dict):
-        raise InvalidArgument(f"--config_overrides must be a JSON object, not {text!r}")
+        raise InvalidArgument(f"--config_overrides {text!r} must be a JSON object, not {type(overrides).__name__}")
     return overrides
+
+
+def recipe_values(name: str) -> dict:
+    """The "values" of scripts/recipes/NAME.json ({} for none); each has its source under "sources"."""
+    if name == "none":
+        return {}
+    path = os.path.join(RECIPES_DIR, f"{name}.json")
+    if not os.path.isfile(path):
+        known = sorted(file[:-5] for file in os.listdir(RECIPES_DIR) if file.endswith(".json"))
+        raise InvalidArgument(f"--recipe {name}: no such recipe; choose none or one of {known}")
+    with open(path) as file:
+        return json.load(file)["values"]
 
 
 def read_recipe(parser: argparse.ArgumentParser, args: list[str]) -> dict:
@@ -82,17 +97,20 @@ def read_recipe(parser: argparse.ArgumentParser, args: list[str]) -> dict:
     `allow_abbrev=False`). Returns the recipe's values ({} for none)."""
     recipe_parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     recipe_parser.add_argument("--recipe", default="none")
-    name = recipe_parser.parse_known_args(args)[0].recipe
-    if name == "none":
-        return {}
-    path = os.path.join(RECIPES_DIR, f"{name}.json")
-    if not os.path.isfile(path):
-        known = sorted(file[:-5] for file in os.listdir(RECIPES_DIR) if file.endswith(".json"))
-        raise InvalidArgument(f"--recipe {name}: no such recipe; choose none or one of {known}")
-    with open(path) as file:
-        values = json.load(file)["values"]
+    values = recipe_values(recipe_parser.parse_known_args(args)[0].recipe)
     parser.set_defaults(**values)
     return values
+
+
+def parse_arguments(parser, args: list[str]) -> tuple:
+    """The dataclasses of an `HfArgumentParser`, from the command line or from one `.json` file of arguments (as in
+    transformers' examples); the recipe named by `--recipe` (or the file's "recipe") fills what they do not give."""
+    if len(args) == 1 and args[0].endswith(".json"):
+        with open(args[0]) as file:
+            given = json.load(file)
+        return parser.parse_dict({**recipe_values(given.get("recipe", "none")), **given})
+    read_recipe(parser, args)
+    return parser.parse_args_into_dataclasses(args=args)
 
 
 def save_resolved_arguments(output_dir: str, *arguments):
