@@ -326,13 +326,13 @@ class SoftTargetLoss:
         self.num_labels, self.label_smoothing, self.loss = num_labels, label_smoothing, SoftTargetCrossEntropy()
 
     def __call__(self, outputs, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
+        elements_per_example = labels[0].numel()  # the Trainer counts label elements in `num_items_in_batch`
         if not labels.is_floating_point():
             labels = mixup_target(labels, self.num_labels, smoothing=self.label_smoothing)
         loss = self.loss(outputs["logits"].float(), labels)
         if num_items_in_batch is None:
             return loss
-        # per example of the whole accumulated batch, as the Trainer's own losses (it counts label elements)
-        return loss * len(labels) / (num_items_in_batch / labels[0].numel())
+        return loss * len(labels) / (num_items_in_batch / elements_per_example)  # per example of the accumulated batch
 
 
 def compute_metrics(eval_prediction) -> dict[str, float]:

@@ -110,6 +110,9 @@ def parse_arguments(parser, args: list[str]) -> tuple:
             given = json.load(file)
         return parser.parse_dict({**recipe_values(given.get("recipe", "none")), **given})
     read_recipe(parser, args)
+    unknown = [word for word in parser.parse_known_args(args)[1] if word.startswith("-")]
+    if unknown:  # an abbreviation among them: the parser is built with allow_abbrev=False
+        raise InvalidArgument(f"unknown flag(s) {unknown}: give each flag in full (see --help)")
     return parser.parse_args_into_dataclasses(args=args)
 
 

@@ -2,7 +2,7 @@
 Exact resume of `scripts/train_image_classification.py`: a real training process is killed with SIGKILL after its
 first checkpoint, resumed with `--resume_from_checkpoint`, and must end with bit-identical weights (`torch.equal`) to
 an uninterrupted run with the same seed. The runs use the whole ImageNet recipe (RandAugment, Mixup/CutMix, random
-erasing, label smoothing, stochastic depth, weight EMA), dataloader workers, and cross epoch boundaries; on one
+erasing from timm, label smoothing, stochastic depth, timm's weight EMA), dataloader workers, and cross epoch boundaries; on one
 process, and with two (torchrun, CPU gloo DDP, with gradient accumulation: also the scale-out check of the recipe).
 """
 
@@ -41,7 +41,7 @@ def recipe_args(train_dir, output_dir, max_steps: int, extra: list[str]) -> list
         "--do_train",
         "--recipe", "imagenet",
         "--ema_decay", "0.8",
-        "--learning_rate", "2e-3",
+        "--learning_rate_per_1024_images", "0.5",
         "--max_steps", str(max_steps),
         "--save_steps", "3",
         "--per_device_train_batch_size", "4",
