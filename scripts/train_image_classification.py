@@ -148,7 +148,7 @@ def validate_arguments(model_args, data_args, recipe_args, training_args):
             f"--auto_augment {recipe_args.auto_augment} is not timm's notation ({type(error).__name__}: {error}); "
             "e.g. rand-m9-mstd0.5-inc1 (RandAugment), augmix-m5, original"
         ) from None
-    if recipe_args.learning_rate_per_1024_images > 0 and training_args.learning_rate != 5e-5:
+    if recipe_args.learning_rate_per_1024_images and training_args.learning_rate != TrainingArguments.learning_rate:
         raise InvalidArgument(
             f"--learning_rate {training_args.learning_rate:g} and --learning_rate_per_1024_images "
             f"{recipe_args.learning_rate_per_1024_images:g} both set the learning rate: give "
@@ -188,7 +188,8 @@ def build_config(model_args: ModelArguments):
     """The model config: the saved model's, or a new `--model_type` one (preset, drop path, overrides on top)."""
     if model_args.model_name_or_path is not None:
         name = model_args.config_name or model_args.model_name_or_path
-        return AutoConfig.from_pretrained(name, **model_args.hub_kwargs)
+        overrides = {} if model_args.drop_path_rate is None else {"drop_path_rate": model_args.drop_path_rate}
+        return AutoConfig.from_pretrained(name, **model_args.hub_kwargs, **overrides)
     if model_args.model_type not in transformers.CONFIG_MAPPING:
         raise InvalidArgument(f"--model_type {model_args.model_type} is not an AutoConfig model type")
     config_class = transformers.CONFIG_MAPPING[model_args.model_type]
@@ -300,12 +301,9 @@ def build_batch_mix(recipe_args: RecipeArguments, num_labels: int, label_smoothi
     """timm's `Mixup` (Mixup or CutMix per batch) with the label smoothing folded into its soft targets; None if off."""
     if recipe_args.mixup_alpha == 0 and recipe_args.cutmix_alpha == 0:
         return None
+    alphas = {"mixup_alpha": recipe_args.mixup_alpha, "cutmix_alpha": recipe_args.cutmix_alpha}
     return Mixup(
-        mixup_alpha=recipe_args.mixup_alpha,
-        cutmix_alpha=recipe_args.cutmix_alpha,
-        switch_prob=recipe_args.mixup_switch_prob,
-        label_smoothing=label_smoothing,
-        num_classes=num_labels,
+        **alphas, switch_prob=recipe_args.mixup_switch_prob, label_smoothing=label_smoothing, num_classes=num_labels
     )
 
 
@@ -318,9 +316,8 @@ def crop_size_of(image_processor) -> tuple[int, int]:
 
 
 class SoftTargetLoss:
-    """The Trainer's `compute_loss_func`: timm's `SoftTargetCrossEntropy` against (B, num_labels) targets; label ids
-    (evaluation, or training without Mixup/CutMix) become label-smoothed one-hot targets first (timm's `mixup_target`).
-    """
+    """The Trainer's `compute_loss_func`: timm's `SoftTargetCrossEntropy` on (B, num_labels) targets; label ids (eval,
+    or training without Mixup/CutMix) become label-smoothed one-hot targets first (timm's `mixup_target`)."""
 
     def __init__(self, num_labels: int, label_smoothing: float):
         self.num_labels, self.label_smoothing, self.loss = num_labels, label_smoothing, SoftTargetCrossEntropy()

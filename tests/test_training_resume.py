@@ -86,6 +86,7 @@ def check_resume_is_exact(train_dir, tmp_path, max_steps: int, extra: list[str],
     step = kill_after_first_checkpoint(args, interrupted, tmp_path / "cache", launcher)
     assert step < max_steps
     checkpoint = interrupted / f"checkpoint-{step}"
+    assert (checkpoint / "model_ema.safetensors").is_file()  # the EMA, written before trainer_state.json
     _, output = run_script([*args, "--resume_from_checkpoint", str(checkpoint)], tmp_path / "cache", launcher)
     assert f"Resuming training from {checkpoint}" in output
 
