@@ -24,7 +24,6 @@ from training_utils import (
     script_env,
 )
 
-
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
 
@@ -62,17 +61,16 @@ def complete_checkpoints(output_dir) -> list[int]:
 
 def kill_after_first_checkpoint(args: list[str], output_dir, cache_dir, launcher: list[str]) -> int:
     """Start the script, SIGKILL its whole process group once a checkpoint is complete; the step it can resume from."""
-    log = open(output_dir.parent / f"{output_dir.name}.log", "w")
-    process = subprocess.Popen(
-        [*launcher, str(SCRIPT), *args], env=script_env(cache_dir), stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 600
-    while not complete_checkpoints(output_dir) and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    log.close()
+    with open(output_dir.parent / f"{output_dir.name}.log", "w") as log:
+        process = subprocess.Popen(
+            [*launcher, str(SCRIPT), *args], env=script_env(cache_dir), stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 600
+        while not complete_checkpoints(output_dir) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
     assert process.returncode == -signal.SIGKILL, (output_dir.parent / f"{output_dir.name}.log").read_text()[-4000:]
     assert not (output_dir / "model.safetensors").exists(), "the run finished before it was killed"
     return complete_checkpoints(output_dir)[-1]
