@@ -1,33 +1,22 @@
-"""What the dense-prediction training scripts (`train_semantic_segmentation.py`, `train_object_detection.py`) share:
-argument helpers, the Vision Big Bird backbone's config and its start from a trained encoder, output-folder checks;
-and for segmentation, ADE20K's folder layout, label-map checks and the mIoU metrics (here so tests can import them).
+"""What the dense-prediction training scripts (`train_semantic_segmentation.py`, `train_object_detection.py`) share
+beyond `training_common.py`: the Vision Big Bird backbone's config and its start from a trained encoder; and for
+segmentation, ADE20K's folder layout, label-map checks and the mIoU metrics (here so tests can import them).
 Imported as a sibling module (scripts/ is their folder); never run.
 """
 
-import argparse
-import dataclasses
-import json
 import logging
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-from transformers import AutoConfig, HfArgumentParser, TrainingArguments
-from transformers.trainer_utils import sort_checkpoints
+from training_common import InvalidArgument, arg, check_local_path, parse_config_overrides
+from transformers import AutoConfig
 
 from vision_bigbird_hf import PRESETS, VisionBigBirdBackbone, VisionBigBirdConfig
 
 logger = logging.getLogger(__name__)
-
-
-class InvalidArgument(ValueError):
-    """A command-line value a script refuses; the message names the flag, path or value and what to do."""
-
-
-def arg(default, help_text: str, **metadata):  # a dataclass field with its --help text, as HfArgumentParser reads it
-    return field(default=default, metadata={"help": help_text, **metadata})
 
 
 @dataclass
@@ -53,21 +42,6 @@ class BackboneArguments:
         return {"cache_dir": self.cache_dir, "revision": self.model_revision, "token": self.token}
 
 
-def parse_arguments(parser: HfArgumentParser, args: list[str]) -> tuple[tuple, set[str]]:
-    """The parsed dataclasses, and the names of the fields given on the command line (a recipe leaves those alone).
-
-    argparse itself says what was given, so `--flag=value`, `--no_flag` and aliases count; build the parser with
-    `allow_abbrev=False`, or a prefix such as `--weight_dec` would count as given under its full name.
-    """
-    unset = object()
-    names = {item.name for kind in parser.dataclass_types for item in dataclasses.fields(kind) if item.init}
-    namespace, unknown = parser.parse_known_args(args, namespace=argparse.Namespace(**dict.fromkeys(names, unset)))
-    if unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    given = {name for name in names if getattr(namespace, name) is not unset}
-    return parser.parse_args_into_dataclasses(args=args), given
-
-
 def check_model_arguments(args: BackboneArguments):
     """Refuse combinations that mean nothing, and a local path that does not exist (not a Hub error)."""
     new_model_flags = [flag for flag in ("model_preset", "config_overrides") if getattr(args, flag) is not None]
@@ -80,26 +54,10 @@ def check_model_arguments(args: BackboneArguments):
             "architecture with its weights"
         )
     for flag in ("model_name_or_path", "backbone_name_or_path"):
-        check_local_path(f"--{flag}", getattr(args, flag))
+        if getattr(args, flag) is not None:
+            check_local_path(f"--{flag}", getattr(args, flag))
     if args.config_overrides is not None:
         parse_config_overrides(args.config_overrides)
-
-
-def check_local_path(flag: str, path: str | None):
-    """A value that can only be a local path (absolute, ./, ../, ~) must exist; a Hub id (`user/repo`) is left alone."""
-    looks_local = path is not None and (os.path.isabs(path) or path.startswith((".", "~")) or path.count("/") > 1)
-    if looks_local and not os.path.isdir(os.path.expanduser(path)):
-        raise InvalidArgument(f"{flag} {path}: no such folder")
-
-
-def parse_config_overrides(text: str) -> dict:
-    try:
-        overrides = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise InvalidArgument(f"--config_overrides is not valid JSON ({error}): {text!r}") from None
-    if not isinstance(overrides, dict):
-        raise InvalidArgument(f"--config_overrides must be a JSON object, not {text!r}")
-    return overrides
 
 
 def build_backbone_config(args: BackboneArguments, out_features: list[str]) -> VisionBigBirdConfig:
@@ -135,27 +93,6 @@ def load_backbone_weights(backbone: VisionBigBirdBackbone, args: BackboneArgumen
         f"Backbone from {args.backbone_name_or_path}: {loaded} tensors loaded; left out (not part of the backbone): "
         f"{sorted(info['unexpected_keys']) or 'none'}; newly initialised: {sorted(info['missing_keys']) or 'none'}"
     )
-
-
-def detect_last_checkpoint(training_args: TrainingArguments, overwrite_output_dir: bool) -> str | None:
-    """The last complete checkpoint in output_dir to resume from, unless told to overwrite; refuse other content."""
-    output_dir = training_args.output_dir
-    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise InvalidArgument(f"--output_dir {output_dir} is a file, not a folder")
-    if not (os.path.isdir(output_dir) and training_args.do_train) or overwrite_output_dir:
-        return None
-    checkpoints = sort_checkpoints(output_dir)  # checkpoint-<step> folders by step
-    if not checkpoints and os.listdir(output_dir):
-        raise InvalidArgument(
-            f"--output_dir {output_dir} already exists and is not empty. Use --overwrite_output_dir to overcome."
-        )
-    # a checkpoint without trainer_state.json was cut short by a crash
-    complete = [path for path in checkpoints if os.path.isfile(os.path.join(path, "trainer_state.json"))]
-    if complete and training_args.resume_from_checkpoint is None:
-        logger.info(
-            f"Checkpoint detected, resuming training at {complete[-1]}. Use --overwrite_output_dir to start anew."
-        )
-    return complete[-1] if complete else None
 
 
 # ---- Semantic segmentation: ADE20K's layout, label-map checks, metrics ----------------------------------------------

@@ -65,6 +65,7 @@ class MaskingArguments:
     mask_patch_size: int = arg(32, "Side of a masked square in pixels (a multiple of 4 dividing image_size).")
     mask_ratio: float = arg(0.6, "Fraction of the mask patches masked, in (0, 1).")
     min_crop_scale: float = arg(0.67, "Smallest area fraction of RandomResizedCrop, in (0, 1].")
+    plot_reconstructions: str | None = arg(None, "After training: 8 held-out images, masked and rebuilt, to this PNG.")
 
 
 class MaskGenerator:
@@ -99,13 +100,15 @@ class MaskedImageDataset(SeededImageDataset):
             v2.Normalize(mean=image_processor.image_mean, std=image_processor.image_std),
         ])  # fmt: skip
         self.mask_generator = MaskGenerator(image_size, masking_args.mask_patch_size, masking_args.mask_ratio)
-        self.train = train
 
     def example(self, image: np.ndarray, sample_seed: int) -> dict:
-        seed = sample_seed if self.train else self.seed  # validation: the same crops and masks every evaluation
-        with seeded_cpu_rng(seed):
+        """Held-out splits stay at epoch 0: the same crop and mask of each image at every evaluation."""
+        with seeded_cpu_rng(sample_seed):
             pixel_values = self.transform(PIL.Image.fromarray(image)).as_subclass(torch.Tensor)
-        return {"pixel_values": pixel_values, "bool_masked_pos": self.mask_generator(np.random.default_rng(seed))}
+        return {
+            "pixel_values": pixel_values,
+            "bool_masked_pos": self.mask_generator(np.random.default_rng(sample_seed)),
+        }
 
 
 def validate_arguments(model_args: ModelArguments, masking_args: MaskingArguments, training_args: TrainingArguments):
@@ -148,6 +151,39 @@ def collate(examples: list[dict | None]) -> dict[str, torch.Tensor]:
     return torch.utils.data.default_collate(kept)
 
 
+def plot_reconstructions(model, dataset: MaskedImageDataset, image_processor, path: str, count: int = 8):
+    """Rows: held-out images, the model's input (masked patches grey), the reconstruction (masked patches pasted in)."""
+    from matplotlib.figure import Figure
+
+    examples = [dataset[index] for index in range(min(count, len(dataset)))]
+    batch = collate(examples)
+    model.eval()
+    with torch.no_grad():
+        inputs = {name: tensor.to(model.device) for name, tensor in batch.items()}
+        reconstruction = model(**inputs).reconstruction.cpu()
+    mean = torch.tensor(image_processor.image_mean).view(1, 3, 1, 1)
+    std = torch.tensor(image_processor.image_std).view(1, 3, 1, 1)
+    size = batch["pixel_values"].shape[-1]
+    mask = batch["bool_masked_pos"].reshape(-1, 1, size // STEM_STRIDE, size // STEM_STRIDE).float()
+    mask = torch.nn.functional.interpolate(mask, scale_factor=STEM_STRIDE)  # (B, 1, S, S)
+    original = (batch["pixel_values"] * std + mean).clamp(0, 1)
+    rows = {
+        "original": original,
+        "masked (input)": original * (1 - mask) + 0.5 * mask,
+        "reconstructed": original * (1 - mask) + (reconstruction * std + mean).clamp(0, 1) * mask,
+    }
+    figure = Figure(figsize=(1.2 * len(examples), 3.9))
+    axes = figure.subplots(len(rows), len(examples), squeeze=False)
+    for row, (title, images) in enumerate(rows.items()):
+        for column, image in enumerate(images):
+            axes[row][column].imshow(image.permute(1, 2, 0).numpy())
+            axes[row][column].set_axis_off()
+        axes[row][0].set_title(title, fontsize=8, loc="left")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    logger.info(f"Reconstructions of {len(examples)} held-out images written to {path}")
+
+
 def main(args: list[str] | None = None):
     args = sys.argv[1:] if args is None else args
     parser = transformers.HfArgumentParser(
@@ -165,7 +201,7 @@ def main(args: list[str] | None = None):
     )
 
     needed = [split for split, flag in SPLIT_FLAGS.items() if getattr(training_args, flag)]
-    with training_args.main_process_first(desc="loading and checking the dataset"):
+    with training_args.main_process_first(desc="loading the dataset"):
         dataset = load_image_dataset(
             data_args, training_args.seed, model_args.cache_dir, model_args.token, needs_labels=False
         )
@@ -207,6 +243,12 @@ def main(args: list[str] | None = None):
         metrics = trainer.evaluate()
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
+    held_out = "test" if "test" in dataset else "validation"
+    if masking_args.plot_reconstructions and trainer.is_world_process_zero() and held_out in dataset:
+        plot_dataset = MaskedImageDataset(
+            dataset[held_out], data_args.image_column_name, seed=training_args.seed, train=False, **kwargs
+        )
+        plot_reconstructions(trainer.model, plot_dataset, image_processor, masking_args.plot_reconstructions)
     card = {"finetuned_from": model_args.model_name_or_path, "tasks": "masked-image-modeling"}
     card |= {"dataset": data_args.dataset_name or "imagefolder", "tags": ["masked-image-modeling", "vision_bigbird"]}
     if training_args.push_to_hub:

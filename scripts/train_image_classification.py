@@ -42,8 +42,8 @@ from training_common import (
     arg,
     check_local_path,
     detect_last_checkpoint,
-    parse_arguments,
     parse_config_overrides,
+    parse_with_recipe,
     save_resolved_arguments,
     setup_logging,
 )
@@ -154,8 +154,6 @@ def validate_arguments(model_args, data_args, recipe_args, training_args):
             f"{recipe_args.learning_rate_per_1024_images:g} both set the learning rate: give "
             "--learning_rate_per_1024_images 0 to use --learning_rate"
         )
-    if os.path.exists(training_args.output_dir) and not os.path.isdir(training_args.output_dir):
-        raise InvalidArgument(f"--output_dir {training_args.output_dir} is a file: give a folder to write the run to")
     if model_args.model_name_or_path is not None:
         check_local_path("--model_name_or_path", model_args.model_name_or_path)
     classes = {}
@@ -396,7 +394,7 @@ def main(args: list[str] | None = None):
         os.environ.setdefault("ACCELERATE_USE_CPU", "true")
     argument_groups = (ModelArguments, DataTrainingArguments, RecipeArguments, TrainingArguments)
     parser = transformers.HfArgumentParser(argument_groups, allow_abbrev=False)
-    model_args, data_args, recipe_args, training_args = parse_arguments(parser, args)  # a flag wins over the recipe
+    model_args, data_args, recipe_args, training_args = parse_with_recipe(parser, args)  # a flag wins over the recipe
     setup_logging(training_args)
     validate_arguments(model_args, data_args, recipe_args, training_args)
     resolve_learning_rate(recipe_args, training_args)

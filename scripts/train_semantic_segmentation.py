@@ -8,7 +8,7 @@ Data: `--data_dir` in ADE20K's own layout, or `--dataset_name` (a Hub dataset su
 `save_to_disk`/parquet folder) with image and annotation columns. Every annotation is checked before training.
 Metrics (mean IoU, mean accuracy, overall accuracy, IoU per class) go to `all_results.json`; the output folder reloads
 with `AutoModelForSemanticSegmentation` and serves `pipeline("image-segmentation")`. Docs:
-docs/dense_prediction_segmentation.md.
+docs/dense_prediction.md.
 """
 
 import dataclasses
@@ -27,22 +27,19 @@ import transformers
 from dense_common import (
     IGNORE_INDEX,
     BackboneArguments,
-    InvalidArgument,
     SegmentationMetrics,
     ade20k_split_files,
-    arg,
     build_backbone_config,
     check_label_map,
     check_model_arguments,
-    detect_last_checkpoint,
     load_backbone_weights,
-    parse_arguments,
     problem_list,
     read_ade20k_class_names,
     reduce_labels,
 )
 from torchvision import tv_tensors
 from torchvision.transforms import v2
+from training_common import InvalidArgument, arg, detect_last_checkpoint, parse_arguments
 from transformers import (
     AutoImageProcessor,
     AutoModelForSemanticSegmentation,

@@ -4,6 +4,7 @@ Imported as a sibling module (scripts/ is their folder); never run.
 """
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -14,7 +15,7 @@ import datasets
 import transformers
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
-from transformers import TrainingArguments
+from transformers import HfArgumentParser, TrainingArguments
 from transformers.trainer_utils import sort_checkpoints
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ def check_local_path(flag: str, name: str):
 def detect_last_checkpoint(training_args: TrainingArguments, overwrite_output_dir: bool) -> str | None:
     """The last complete checkpoint in output_dir to resume from, unless told to overwrite; refuse other content."""
     output_dir = training_args.output_dir
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise InvalidArgument(f"--output_dir {output_dir} is a file: give a folder to write the run to")
     if not (os.path.isdir(output_dir) and training_args.do_train) or overwrite_output_dir:
         return None
     checkpoints = sort_checkpoints(output_dir)  # checkpoint-<step> folders by step
@@ -63,20 +66,32 @@ def detect_last_checkpoint(training_args: TrainingArguments, overwrite_output_di
     return complete[-1] if complete else None
 
 
-def parse_config_overrides(text: str | None) -> dict:
-    """`--config_overrides '<JSON object>'` -> dict ({} when not given)."""
+def parse_config_overrides(text: str | None, flag: str = "--config_overrides") -> dict:
+    """The JSON object given to `flag` (a model's --config_overrides, or a head's own overrides flag); {} if None."""
     if text is None:
         return {}
     try:
         overrides = json.loads(text)
     except json.JSONDecodeError as error:
-        raise InvalidArgument(
-            f"--config_overrides {text!r} is not valid JSON ({error}); give a JSON object such as "
-            '\'{"depths": [1, 1, 2, 1], "drop_path_rate": 0.1}\''
-        ) from None
+        raise InvalidArgument(f"{flag} is not valid JSON ({error}): {text!r}") from None
     if not isinstance(overrides, dict):
-        raise InvalidArgument(f"--config_overrides {text!r} must be a JSON object, not {type(overrides).__name__}")
+        raise InvalidArgument(f"{flag} must be a JSON object, not {text!r}")
     return overrides
+
+
+def parse_arguments(parser: HfArgumentParser, args: list[str]) -> tuple[tuple, set[str]]:
+    """The parsed dataclasses, and the names of the fields given on the command line (a recipe leaves those alone).
+
+    argparse itself says what was given, so `--flag=value`, `--no_flag` and aliases count; build the parser with
+    `allow_abbrev=False`, or a prefix such as `--weight_dec` would count as given under its full name.
+    """
+    unset = object()
+    names = {item.name for kind in parser.dataclass_types for item in dataclasses.fields(kind) if item.init}
+    namespace, unknown = parser.parse_known_args(args, namespace=argparse.Namespace(**dict.fromkeys(names, unset)))
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    given = {name for name in names if getattr(namespace, name) is not unset}
+    return parser.parse_args_into_dataclasses(args=args), given
 
 
 def recipe_values(name: str) -> dict:
@@ -102,18 +117,16 @@ def read_recipe(parser: argparse.ArgumentParser, args: list[str]) -> dict:
     return values
 
 
-def parse_arguments(parser, args: list[str]) -> tuple:
-    """The dataclasses of an `HfArgumentParser`, from the command line or from one `.json` file of arguments (as in
-    transformers' examples); the recipe named by `--recipe` (or the file's "recipe") fills what they do not give."""
+def parse_with_recipe(parser: HfArgumentParser, args: list[str]) -> tuple:
+    """The dataclasses, from the command line or from one `.json` file of arguments (as in transformers' examples); the
+    recipe named by `--recipe` (or the file's "recipe") fills what they do not give. Unknown and abbreviated flags are
+    refused (`parse_arguments`)."""
     if len(args) == 1 and args[0].endswith(".json"):
         with open(args[0]) as file:
             given = json.load(file)
         return parser.parse_dict({**recipe_values(given.get("recipe", "none")), **given})
     read_recipe(parser, args)
-    unknown = [word for word in parser.parse_known_args(args)[1] if word.startswith("-")]
-    if unknown:  # an abbreviation among them: the parser is built with allow_abbrev=False
-        raise InvalidArgument(f"unknown flag(s) {unknown}: give each flag in full (see --help)")
-    return parser.parse_args_into_dataclasses(args=args)
+    return parse_arguments(parser, args)[0]
 
 
 def save_resolved_arguments(output_dir: str, *arguments):

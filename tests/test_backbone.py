@@ -22,7 +22,6 @@ from vision_bigbird_hf import (
     VisionBigBirdModel,
 )
 
-
 ALL_STAGES = ["stem", "stage1", "stage2", "stage3", "stage4"]
 STRIDES = {"stem": 4, "stage1": 4, "stage2": 8, "stage3": 16, "stage4": 32}
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "backbone.md"
@@ -265,7 +264,7 @@ def test_upernet_trains_on_a_small_segmentation_batch():
 
     # Two images of 16x16-pixel blocks, each block of one of 3 classes painted in its class colour, plus noise.
     labels = torch.randint(0, 3, (2, 4, 4)).repeat_interleave(16, dim=1).repeat_interleave(16, dim=2)  # (B, 64, 64)
-    colours = nn.functional.one_hot(labels, num_classes=3).permute(0, 3, 1, 2).float() * 2 - 1    # (B, 3, 64, 64)
+    colours = nn.functional.one_hot(labels, num_classes=3).permute(0, 3, 1, 2).float() * 2 - 1  # (B, 3, 64, 64)
     pixel_values = colours + 0.1 * torch.randn_like(colours)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []

@@ -11,8 +11,7 @@ from conftest import tiny_config_kwargs
 from torch.export import Dim, export
 
 from vision_bigbird_hf import VisionBigBirdConfig, VisionBigBirdForImageClassification
-from vision_bigbird_hf.modeling_vision_bigbird import adaptive_avg_pool_tokens
-
+from vision_bigbird_hf.modeling_vision_bigbird import adaptive_avg_pool_tokens, pooled_key_mask
 
 # Sizes met after export: odd sizes, batch 1, a last stage with one window and with a 1-token-shorter window, and
 # (for the default pool 7) last-stage maps smaller and larger than the pooled grid.
@@ -39,9 +38,10 @@ def tiny_classifier(**overrides) -> VisionBigBirdForImageClassification:
 
 @pytest.mark.parametrize("height,width,pool_size", [(7, 7, 7), (16, 9, 3), (2, 5, 7), (1, 1, 2), (13, 8, 7)])
 def test_fixed_grid_pooling_equals_adaptive_avg_pool2d(height, width, pool_size):
-    hidden_states = torch.randn(2, height * width, 5)                                       # (B, N, C)
-    pooled, valid = adaptive_avg_pool_tokens(hidden_states, height, width, pool_size)       # (B, pool**2, C)
-    feature_map = hidden_states.unflatten(1, (height, width)).permute(0, 3, 1, 2)           # (B, C, H, W)
+    hidden_states = torch.randn(2, height * width, 5)  # (B, N, C)
+    pooled = adaptive_avg_pool_tokens(hidden_states, height, width, pool_size)  # (B, pool**2, C)
+    valid = pooled_key_mask(height, width, pool_size, hidden_states.device, hidden_states.dtype).flatten() == 0
+    feature_map = hidden_states.unflatten(1, (height, width)).permute(0, 3, 1, 2)  # (B, C, H, W)
     p_h, p_w = min(pool_size, height), min(pool_size, width)
     expected = torch.nn.functional.adaptive_avg_pool2d(feature_map, (p_h, p_w)).flatten(2).transpose(1, 2)
     assert int(valid.sum()) == p_h * p_w
@@ -56,7 +56,9 @@ def test_fixed_grid_pooling_equals_adaptive_avg_pool2d(height, width, pool_size)
 @pytest.mark.slow
 @pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
 def test_dynamo_traces_the_whole_model_in_one_graph(training):
+    """What `_can_compile_fullgraph = True` declares."""
     model = tiny_classifier().train(training)
+    assert model._can_compile_fullgraph
     inputs = {"pixel_values": torch.randn(2, 3, 64, 64)}
     if training:
         inputs["labels"] = torch.tensor([1, 3])
@@ -117,8 +119,11 @@ def test_dynamic_export_matches_eager_at_other_sizes(overrides):
         pixel_values = torch.randn(*shape)
         with torch.no_grad():
             torch.testing.assert_close(
-                module(pixel_values=pixel_values).logits, model(pixel_values).logits, atol=1e-5, rtol=1e-5,
-                msg=lambda message: f"input {shape}: {message}",
+                module(pixel_values=pixel_values).logits,
+                model(pixel_values).logits,
+                atol=1e-5,
+                rtol=1e-5,
+                msg=lambda message, shape=shape: f"input {shape}: {message}",
             )
 
 

@@ -16,6 +16,7 @@ from vision_bigbird_hf.modeling_vision_bigbird import (
     sample_window_order,
     seeded_window_order,
     tokens_to_windows,
+    window_indices,
     window_layout,
     windows_to_tokens,
 )
@@ -26,8 +27,11 @@ def stage1_config(conv, rswin, global_, head_dim, **overrides):
     kwargs = tiny_config_kwargs(**overrides)
     channels, heads = (conv + rswin + global_) * head_dim, conv + rswin + global_
     kwargs.update(
-        hidden_sizes=[channels, 48, 72, 96], num_heads=[heads, 3, 3, 3], conv_heads=[conv, 1, 1, 1],
-        rswin_heads=[rswin, 1, 1, 1], global_heads=[global_, 1, 1, 1],
+        hidden_sizes=[channels, 48, 72, 96],
+        num_heads=[heads, 3, 3, 3],
+        conv_heads=[conv, 1, 1, 1],
+        rswin_heads=[rswin, 1, 1, 1],
+        global_heads=[global_, 1, 1, 1],
     )
     return VisionBigBirdConfig(**kwargs)
 
@@ -102,7 +106,7 @@ def window_lengths(num_tokens, window_tokens):
 def test_window_layout_covers_every_token_once_and_lengths_differ_by_at_most_one(num_tokens, window_tokens):
     position, valid, slot = window_layout(num_tokens, window_tokens, torch.device("cpu"))
     lengths = window_lengths(num_tokens, window_tokens)
-    assert position.shape == valid.shape == (len(lengths) + 1, max(lengths))   # one extra window, dropped later
+    assert position.shape == valid.shape == (len(lengths) + 1, max(lengths))  # one extra window, dropped later
     assert valid[:-1].sum(1).tolist() == lengths and valid[-1].all()
     assert max(lengths) <= window_tokens and max(lengths) - min(lengths) <= 1
     # valid slots read window-order positions 0..N-1 in order; `slot` finds each one again
@@ -115,19 +119,29 @@ def test_windows_to_tokens_undoes_tokens_to_windows(num_tokens):
     tokens = torch.randn(3, num_tokens, 5)
     position, valid, slot = window_layout(num_tokens, 9, torch.device("cpu"))
     identity = torch.arange(num_tokens)
-    windows = tokens_to_windows(tokens, identity, position)                  # (B*nW', L, 5)
+    windows = tokens_to_windows(tokens, identity[position])  # (B*nW', L, 5)
     assert torch.equal(windows_to_tokens(windows, slot, 3), tokens)
     # with a permutation, windows hold consecutive runs of the permuted tokens
     order = torch.randperm(num_tokens)
-    assert torch.equal(windows_to_tokens(tokens_to_windows(tokens, order, position), slot, 3), tokens[:, order])
+    assert torch.equal(windows_to_tokens(tokens_to_windows(tokens, order[position]), slot, 3), tokens[:, order])
     # each token sits in exactly one valid slot of a real window, and windows never mix images of the batch
     ids = torch.arange(3 * num_tokens, dtype=torch.float32).reshape(3, num_tokens, 1)
-    windows = tokens_to_windows(ids, order, position).squeeze(-1)            # (B*nW', L)
-    real = valid[:-1].repeat(3, 1, 1)                                        # (B, nW, L)
+    windows = tokens_to_windows(ids, order[position]).squeeze(-1)  # (B*nW', L)
+    real = valid[:-1].repeat(3, 1, 1)  # (B, nW, L)
     seen = windows.reshape(3, *valid.shape)[:, :-1][real]
     assert torch.equal(torch.sort(seen).values, ids.flatten())
-    images = windows // num_tokens                                           # (B*nW', L): image of each member
+    images = windows // num_tokens  # (B*nW', L): image of each member
     assert (images == images[:, :1]).all()
+
+
+@pytest.mark.parametrize("num_tokens", [36, 35, 50, 1])
+def test_window_indices_send_every_token_back_to_its_place(num_tokens):
+    tokens = torch.randn(2, num_tokens, 4)
+    order = torch.randperm(num_tokens)
+    window_index, token_slot = window_indices(order, 9)
+    position, _, _ = window_layout(num_tokens, 9, torch.device("cpu"))
+    assert torch.equal(window_index, order[position])
+    assert torch.equal(windows_to_tokens(tokens_to_windows(tokens, window_index), token_slot, 2), tokens)
 
 
 # ---- RS-Win heads against dense masked attention --------------------------------------------------------------------
@@ -139,7 +153,7 @@ def dense_window_attention(qkv, order, lengths, num_heads, head_dim):
     window_of_slot = torch.arange(len(lengths)).repeat_interleave(torch.tensor(lengths))  # (N,) window of each slot
     window_of_token = torch.empty(n, dtype=torch.long)
     window_of_token[order] = window_of_slot
-    same_window = window_of_token[:, None] == window_of_token[None, :]          # (N, N)
+    same_window = window_of_token[:, None] == window_of_token[None, :]  # (N, N)
     q, k, v = qkv.reshape(batch, n, 3, num_heads, head_dim).permute(2, 0, 3, 1, 4)
     scores = (q @ k.transpose(-1, -2)) / math.sqrt(head_dim)
     scores = scores.masked_fill(~same_window, float("-inf"))
@@ -164,13 +178,13 @@ def test_rswin_attention_weights_are_those_of_the_window_members():
     config._attn_implementation = "eager"
     heads = VisionBigBirdRSWinHeads(config, stage_index=0, layer_index=0).eval()
     qkv = torch.randn(1, 36, 12)
-    _, weights = heads(qkv, 6, 6)                                                # (B, h, N, w)
+    _, weights = heads(qkv, 6, 6)  # (B, h, N, w)
     order = heads.window_order(6, 6, qkv.device)
     q, k, _ = qkv.reshape(1, 36, 3, 4).unbind(2)
     slot_of_token = torch.empty_like(order)
     slot_of_token[order] = torch.arange(36)
     token = 17
-    members = order[(slot_of_token[token] // 9) * 9:(slot_of_token[token] // 9) * 9 + 9]
+    members = order[(slot_of_token[token] // 9) * 9 : (slot_of_token[token] // 9) * 9 + 9]
     expected = ((q[0, token] @ k[0, members].T) / 2.0).softmax(-1)
     torch.testing.assert_close(weights[0, 0, token], expected)
 
@@ -179,22 +193,28 @@ def test_rswin_training_draws_new_windows_and_eval_is_fixed():
     config = stage1_config(1, 1, 1, head_dim=4)
     heads = VisionBigBirdRSWinHeads(config, stage_index=0, layer_index=0)
     heads.train()
-    assert not torch.equal(heads.window_order(8, 8, torch.device("cpu")), heads.window_order(8, 8, torch.device("cpu")))
+    assert not torch.equal(
+        heads.window_order(8, 8, torch.device("cpu")), heads.window_order(8, 8, torch.device("cpu"))
+    )
     heads.eval()
     assert torch.equal(heads.window_order(8, 8, torch.device("cpu")), heads.window_order(8, 8, torch.device("cpu")))
     other_layer = VisionBigBirdRSWinHeads(config, stage_index=0, layer_index=1).eval()
-    assert not torch.equal(heads.window_order(8, 8, torch.device("cpu")), other_layer.window_order(8, 8, torch.device("cpu")))
+    assert not torch.equal(
+        heads.window_order(8, 8, torch.device("cpu")), other_layer.window_order(8, 8, torch.device("cpu"))
+    )
     sampling = VisionBigBirdRSWinHeads(
         stage1_config(1, 1, 1, head_dim=4, rswin_sample_in_eval=True), stage_index=0, layer_index=0
     ).eval()
-    assert not torch.equal(sampling.window_order(8, 8, torch.device("cpu")), sampling.window_order(8, 8, torch.device("cpu")))
+    assert not torch.equal(
+        sampling.window_order(8, 8, torch.device("cpu")), sampling.window_order(8, 8, torch.device("cpu"))
+    )
 
 
 # ---- global heads ----------------------------------------------------------------------------------------------------
 
 
 def test_global_heads_attend_to_exactly_the_pooled_tokens():
-    config = stage1_config(1, 1, 2, head_dim=3)                                 # 12 channels, pool 3
+    config = stage1_config(1, 1, 2, head_dim=3)  # 12 channels, pool 3
     config._attn_implementation = "eager"
     heads = VisionBigBirdGlobalHeads(config, stage_index=0).eval()
     hidden = torch.randn(2, 36, 12)
@@ -215,8 +235,8 @@ def test_global_pool_is_capped_at_the_map_size():
     config = stage1_config(1, 0, 1, head_dim=4, global_pool_size=[7, 3, 2, 2])  # 8 channels, pool 7
     config._attn_implementation = "eager"
     heads = VisionBigBirdGlobalHeads(config, stage_index=0).eval()
-    _, weights = heads(torch.randn(1, 10, 4), torch.randn(1, 10, 8), 2, 5)      # a 2 x 5 map, pool grid 7 x 7
-    grid = weights.unflatten(-1, (7, 7))                                         # (B, h, N, 7, 7)
+    _, weights = heads(torch.randn(1, 10, 4), torch.randn(1, 10, 8), 2, 5)  # a 2 x 5 map, pool grid 7 x 7
+    grid = weights.unflatten(-1, (7, 7))  # (B, h, N, 7, 7)
     torch.testing.assert_close(grid[..., :2, :5].sum((-1, -2)), torch.ones(1, 1, 10))
     assert (grid[..., :2, :5] > 0).all() and not grid[..., 2:, :].any() and not grid[..., :, 5:].any()
 
@@ -229,11 +249,11 @@ def test_conv_heads_are_local():
     heads = VisionBigBirdConvHeads(config, channels=4).eval()
     values = torch.randn(1, 10 * 12, 4)
     changed = values.clone()
-    changed[0, 9 * 12 + 11] += 10.0                                              # bottom-right token
+    changed[0, 9 * 12 + 11] += 10.0  # bottom-right token
     difference = (heads(changed, 10, 12) - heads(values, 10, 12)).abs().sum(-1).reshape(10, 12)
-    assert difference[8:, 10:].gt(0).all()                                      # its 3x3 neighbourhood changes
+    assert difference[8:, 10:].gt(0).all()  # its 3x3 neighbourhood changes
     difference[8:, 10:] = 0
-    assert difference.eq(0).all()                                               # nothing else does
+    assert difference.eq(0).all()  # nothing else does
 
 
 def test_conv_heads_see_position_through_zero_padding():
@@ -272,4 +292,6 @@ def test_any_group_can_have_zero_heads(split):
 
 def test_all_groups_empty_is_rejected():
     with pytest.raises(StrictDataclassError, match="stage1"):
-        VisionBigBirdConfig(**tiny_config_kwargs(conv_heads=[0, 1, 1, 1], rswin_heads=[0, 1, 1, 1], global_heads=[0, 1, 1, 1]))
+        VisionBigBirdConfig(
+            **tiny_config_kwargs(conv_heads=[0, 1, 1, 1], rswin_heads=[0, 1, 1, 1], global_heads=[0, 1, 1, 1])
+        )

@@ -1,5 +1,7 @@
-"""Model-level behaviours of the core issue: inputs of any size, determinism, attention backends, gradients,
-gradient checkpointing, losses, save/load and Auto classes."""
+"""Model-level behaviours of the core issue: inputs of any size, determinism, constants built once, attention
+backends, gradients, gradient checkpointing, losses, save/load and Auto classes."""
+
+import collections
 
 import pytest
 import torch
@@ -29,10 +31,37 @@ def test_any_input_size_of_at_least_32_pixels(height, width):
     assert torch.isfinite(output.last_hidden_state).all()
 
 
+def test_feature_maps_follow_each_stage_grid_and_model_and_backbone_agree():
+    """The encoder builds the feature maps from the grid each stage returns; on an odd non-square input each grid is
+    the convolution arithmetic of the stem (7x7, stride 4, padding 3) and of the downsamplings (3x3, stride 2,
+    padding 1), and the backbone returns the very maps the base model does."""
+    config = VisionBigBirdConfig(**tiny_config_kwargs(out_features=["stem", "stage1", "stage2", "stage3", "stage4"]))
+    model = VisionBigBirdModel(config).eval()
+    backbone = VisionBigBirdBackbone(config).eval()
+    backbone.load_state_dict(model.state_dict(), strict=False)
+    images = torch.randn(2, 3, 97, 131)
+    with torch.no_grad():
+        maps = model(images, output_hidden_states=True).reshaped_hidden_states
+        backbone_maps = backbone(images, output_hidden_states=True).hidden_states
+    grid = ((97 + 6 - 7) // 4 + 1, (131 + 6 - 7) // 4 + 1)
+    grids = [grid, grid]
+    for _ in range(3):
+        grid = ((grid[0] + 2 - 3) // 2 + 1, (grid[1] + 2 - 3) // 2 + 1)
+        grids.append(grid)
+    assert [tuple(feature_map.shape[-2:]) for feature_map in maps] == grids
+    for feature_map, backbone_map in zip(maps, backbone_maps):
+        torch.testing.assert_close(backbone_map, feature_map)
+
+
 @pytest.mark.parametrize(
     "shape,message",
-    [((1, 3, 31, 64), "at least 32x32"), ((1, 3, 64, 20), "at least 32x32"), ((1, 1, 64, 64), "channels"),
-     ((3, 64, 64), "shape"), ((1, 4, 64, 64), "num_channels=3")],
+    [
+        ((1, 3, 31, 64), "at least 32x32"),
+        ((1, 3, 64, 20), "at least 32x32"),
+        ((1, 1, 64, 64), "channels"),
+        ((3, 64, 64), "shape"),
+        ((1, 4, 64, 64), "num_channels=3"),
+    ],
 )
 def test_bad_input_gets_a_clear_error(shape, message):
     model = VisionBigBirdModel(VisionBigBirdConfig(**tiny_config_kwargs()))
@@ -51,8 +80,10 @@ def test_bad_input_gets_a_clear_error(shape, message):
     ids=["empty_batch", "zero_size", "uint8", "int64"],
 )
 def test_inputs_that_would_crash_or_mislead_are_clear_errors(pixel_values, message):
-    for model in (VisionBigBirdForImageClassification(VisionBigBirdConfig(**tiny_config_kwargs())),
-                  VisionBigBirdBackbone(VisionBigBirdConfig(**tiny_config_kwargs()))):
+    for model in (
+        VisionBigBirdForImageClassification(VisionBigBirdConfig(**tiny_config_kwargs())),
+        VisionBigBirdBackbone(VisionBigBirdConfig(**tiny_config_kwargs())),
+    ):
         with pytest.raises(ValueError, match=message):
             model(pixel_values)
 
@@ -73,6 +104,37 @@ def test_eval_is_deterministic_and_batch_independent():
     assert torch.equal(first, second)
     torch.testing.assert_close(alone[0], first[2], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(reordered.flip(0), first, atol=1e-5, rtol=1e-5)
+
+
+def test_a_warm_eval_forward_builds_no_window_order_layout_or_pooling_matrix():
+    """Window orders, layouts, key masks and pooling matrices depend only on the grid, the layer and the device: they
+    are built by the first forward at a size, not again (no sort, no index arithmetic in a warm forward)."""
+    model = tiny_classifier().eval()
+    images = torch.randn(1, 3, 70, 90)
+    with torch.no_grad():
+        first = model(images).logits
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+            warm = model(images).logits
+    ops = collections.Counter(event.name for event in profile.events())
+    builders = ["aten::sort", "aten::argsort", "aten::arange", "aten::remainder", "aten::div", "aten::scatter_"]
+    assert {op: ops[op] for op in builders if ops[op]} == {}
+    assert ops["aten::index_select"] > 0  # the profile did see the windows being gathered
+    assert torch.equal(warm, first)
+
+
+def test_constants_built_under_inference_mode_serve_a_forward_with_autograd():
+    """A first forward under `torch.inference_mode()` (a pipeline, say) must not leave inference tensors behind that a
+    later forward with autograd would have to save for backward."""
+    model = tiny_classifier().eval()
+    images = torch.randn(2, 3, 76, 52)
+    with torch.inference_mode():
+        expected = model(images).logits
+    images.requires_grad_(True)
+    logits = model(images).logits  # eval with gradients (a saliency map, say)
+    logits.sum().backward()
+    assert images.grad is not None and torch.equal(logits.detach(), expected)
+    model.train()
+    model(images, labels=torch.tensor([0, 1])).loss.backward()
 
 
 def test_training_mode_samples_new_windows_each_pass_and_seed_reproduces_them():
@@ -107,6 +169,14 @@ def test_eager_and_sdpa_agree(height, width):
     torch.testing.assert_close(sdpa_out.logits, eager_out.logits, atol=1e-4, rtol=1e-4)
     for a, b in zip(sdpa_out.hidden_states, eager_out.hidden_states):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("attn_implementation", ["flash_attention_2", "flex_attention"])
+def test_attention_implementations_without_a_shared_key_mask_are_refused(attn_implementation):
+    """`_supports_flash_attn` / `_supports_flex_attn` are False: both groups pass one key mask for all queries."""
+    config = VisionBigBirdConfig(**tiny_config_kwargs())
+    with pytest.raises(ValueError, match="does not support"):
+        VisionBigBirdForImageClassification._from_config(config, attn_implementation=attn_implementation)
 
 
 @pytest.mark.parametrize("height,width", [(64, 64), (97, 161)])
@@ -208,7 +278,10 @@ def test_save_and_load_round_trip_through_auto_classes(tmp_path):
 
 
 def test_image_size_is_only_nominal():
-    small, large = VisionBigBirdConfig(**tiny_config_kwargs(image_size=64)), VisionBigBirdConfig(**tiny_config_kwargs(image_size=384))
+    small, large = (
+        VisionBigBirdConfig(**tiny_config_kwargs(image_size=64)),
+        VisionBigBirdConfig(**tiny_config_kwargs(image_size=384)),
+    )
     model_small = VisionBigBirdForImageClassification(small).eval()
     model_large = VisionBigBirdForImageClassification(large).eval()
     model_large.load_state_dict(model_small.state_dict())

@@ -49,9 +49,7 @@ class VisionBigBirdModelTester:
         model = VisionBigBirdModel(config).eval()
         result = model(pixel_values)
         grid = -(-self.image_size // 32)
-        self.parent.assertEqual(
-            result.last_hidden_state.shape, (self.batch_size, grid * grid, self.hidden_sizes[-1])
-        )
+        self.parent.assertEqual(result.last_hidden_state.shape, (self.batch_size, grid * grid, self.hidden_sizes[-1]))
         self.parent.assertEqual(result.pooler_output.shape, (self.batch_size, self.hidden_sizes[-1]))
 
     def create_and_check_for_image_classification(self, config, pixel_values, labels):
@@ -71,7 +69,9 @@ class VisionBigBirdModelTest(ModelTesterMixin, unittest.TestCase):
     def setUp(self):
         self.model_tester = VisionBigBirdModelTester(self)
         config_kwargs = {key: value for key, value in tiny_config_kwargs().items() if key != "num_labels"}
-        self.config_tester = ConfigTester(self, config_class=VisionBigBirdConfig, has_text_modality=False, **config_kwargs)
+        self.config_tester = ConfigTester(
+            self, config_class=VisionBigBirdConfig, has_text_modality=False, **config_kwargs
+        )
 
     def _prepare_for_class(self, inputs_dict, model_class, return_labels=False):
         # The common mixin only adds labels for in-tree classes (its MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES);
@@ -151,9 +151,12 @@ class VisionBigBirdModelTest(ModelTesterMixin, unittest.TestCase):
                         global_weights = outputs.attentions[block]
                         rswin_weights = outputs.rswin_attentions[block]
                         self.assertEqual(
-                            global_weights.shape, (self.model_tester.batch_size, config.global_heads[stage], tokens, pooled)
+                            global_weights.shape,
+                            (self.model_tester.batch_size, config.global_heads[stage], tokens, pooled),
                         )
-                        self.assertEqual(rswin_weights.shape[:3], (self.model_tester.batch_size, config.rswin_heads[stage], tokens))
+                        self.assertEqual(
+                            rswin_weights.shape[:3], (self.model_tester.batch_size, config.rswin_heads[stage], tokens)
+                        )
                         self.assertLessEqual(rswin_weights.shape[3], window)
                         # every row is a probability distribution
                         torch.testing.assert_close(global_weights.sum(-1), torch.ones_like(global_weights.sum(-1)))

@@ -22,12 +22,12 @@ from dense_common import (
     SegmentationMetrics,
     ade20k_split_files,
     check_label_map,
-    parse_arguments,
     read_ade20k_class_names,
     reduce_labels,
 )
 from PIL import Image
 from safetensors.torch import load_file
+from training_common import parse_arguments
 from transformers import EvalPrediction, HfArgumentParser
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

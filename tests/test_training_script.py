@@ -48,10 +48,10 @@ def image_folders(tmp_path_factory) -> dict:
 
 
 BAD_ARGUMENTS = [
-    (["--config_overrides", '{"hidden_sizes": [16,32,64,128'], "--config_overrides .* is not valid JSON"),
-    (["--config_overrides", "hidden_sizes=[16,32,64,128]"], "--config_overrides .* is not valid JSON"),
-    (["--config_overrides", '{"depths": [1,1,1,1]} trailing'], "--config_overrides .* is not valid JSON"),
-    (["--config_overrides", "[1, 2]"], "--config_overrides .* must be a JSON object"),
+    (["--config_overrides", '{"hidden_sizes": [16,32,64,128'], "--config_overrides is not valid JSON"),
+    (["--config_overrides", "hidden_sizes=[16,32,64,128]"], "--config_overrides is not valid JSON"),
+    (["--config_overrides", '{"depths": [1,1,1,1]} trailing'], "--config_overrides is not valid JSON"),
+    (["--config_overrides", "[1, 2]"], "--config_overrides must be a JSON object"),
     (["--config_overrides", '{"hiden_sizes": [1, 2]}'], r"--config_overrides: \['hiden_sizes'\] are not fields"),
     (["--config_overrides", '{"depths": [1, 1]}'], "--config_overrides: depths has 2 entries"),
     (["--num_train_epochs", "-1"], "--num_train_epochs -1.0 must not be negative"),

@@ -38,6 +38,7 @@ Shape legend: B batch, H/W height/width of a stage's token grid, N = H*W tokens,
 nW windows, w tokens per window, P pooled tokens.
 """
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,12 +52,12 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BackboneOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.processing_utils import Unpack
+from transformers.pytorch_utils import compile_compatible_method_lru_cache
 from transformers.utils import ModelOutput, TransformersKwargs
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_vision_bigbird import VisionBigBirdConfig
-
 
 MIN_INPUT_SIZE = 32  # pixels; the stage-4 token grid is then 1x1
 
@@ -78,12 +79,18 @@ class VisionBigBirdEncoderOutput(ModelOutput):
         RS-Win heads' weights, one per block with RS-Win heads: `(batch_size, rswin_heads, num_tokens,
         window_tokens)`, the weight each token gives to each member of its window (in window order; windows one
         token shorter than the longest have a zero last column).
+    reshaped_hidden_states (`tuple(torch.FloatTensor)`, *optional*):
+        The same tensors as `hidden_states` as feature maps `(batch_size, channels_of_stage, height, width)`.
+    grids (`tuple(tuple(int, int))`):
+        The token grid `(height, width)` of the stem and of each stage, in the order of `hidden_states`.
     """
 
     last_hidden_state: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
     rswin_attentions: tuple[torch.FloatTensor, ...] | None = None
+    reshaped_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    grids: tuple[tuple[int, int], ...] | None = None
 
 
 @dataclass
@@ -166,14 +173,23 @@ def feature_map_to_tokens(feature_map: torch.Tensor) -> torch.Tensor:
     return feature_map.permute(0, 2, 3, 1).flatten(1, 2)
 
 
-def stage_spatial_shapes(height: int, width: int, num_stages: int) -> list[tuple[int, int]]:
-    """Token grids of the stem and each stage for an input of `height` x `width` pixels (stride 4, then x2 each)."""
-    grid = (-(-height // 4), -(-width // 4))
-    shapes = [grid, grid]
-    for _ in range(num_stages - 1):
-        grid = (-(-grid[0] // 2), -(-grid[1] // 2))
-        shapes.append(grid)
-    return shapes
+def built_once(maxsize: int) -> Callable:
+    """Cache a function that builds constant tensors from ints, a device and a dtype (a window order, a layout, a
+    pooling matrix, a key mask), as transformers caches its own: `compile_compatible_method_lru_cache` steps aside
+    under torch.compile and torch.export, which trace the function into the graph instead. The tensors are built
+    outside inference mode, so a forward with autograd can reuse those a `torch.inference_mode()` forward built
+    (autograd cannot save inference tensors for backward). Callers never modify what they get."""
+
+    def decorator(function: Callable) -> Callable:
+        @compile_compatible_method_lru_cache(maxsize=maxsize)
+        @functools.wraps(function)
+        def build(*args):
+            with torch.inference_mode(False):
+                return function(*args)
+
+        return build
+
+    return decorator
 
 
 # ---- Stem and downsampling -------------------------------------------------
@@ -195,7 +211,7 @@ class VisionBigBirdEmbeddings(nn.Module):
         # position-embedding ablation (use_absolute_embeddings=True) builds one.
         if config.use_absolute_embeddings:
             # CODEPATH: image_size is an int in every released config; a (height, width) pair is for non-square use.
-            image_size = config.image_size if isinstance(config.image_size, (list, tuple)) else (config.image_size,) * 2
+            image_size = config.image_size if isinstance(config.image_size, (list, tuple)) else [config.image_size] * 2
             grid = (math.ceil(image_size[0] / 4), math.ceil(image_size[1] / 4))
             self.position_embeddings = nn.Parameter(torch.zeros(1, embed_dim, *grid))
         else:
@@ -234,14 +250,14 @@ class VisionBigBirdEmbeddings(nn.Module):
         the tokens where `bool_masked_pos` (B, N) is True become the mask token."""
         self.check_pixel_values(pixel_values)
         pixel_values = pixel_values.to(self.projection.weight.dtype, memory_format=torch.channels_last)
-        feature_map = self.projection(pixel_values)                                         # (B, C, H, W) channels-last
+        feature_map = self.projection(pixel_values)  # (B, C, H, W) channels-last
         _, _, height, width = feature_map.shape
         if self.position_embeddings is not None:
             position_map = nn.functional.interpolate(
                 self.position_embeddings, size=(height, width), mode="bicubic", align_corners=False
-            )                                                                               # (1, C, H, W)
+            )  # (1, C, H, W)
             feature_map = feature_map + position_map
-        hidden_states = self.norm(feature_map_to_tokens(feature_map))                      # (B, N, C)
+        hidden_states = self.norm(feature_map_to_tokens(feature_map))  # (B, N, C)
         if bool_masked_pos is not None:
             hidden_states = self.mask_tokens(hidden_states, bool_masked_pos)
         return self.dropout(hidden_states), height, width
@@ -256,7 +272,7 @@ class VisionBigBirdEmbeddings(nn.Module):
                 f"bool_masked_pos has shape {tuple(bool_masked_pos.shape)}; it must be (batch_size, num_tokens) = "
                 f"({batch_size}, {num_tokens}), one entry per token of the stride-4 stem grid in raster order"
             )
-        mask = bool_masked_pos.unsqueeze(-1).type_as(hidden_states)                         # (B, N, 1)
+        mask = bool_masked_pos.unsqueeze(-1).type_as(hidden_states)  # (B, N, 1)
         return hidden_states * (1.0 - mask) + self.mask_token.to(hidden_states.dtype) * mask  # (B, N, C)
 
 
@@ -272,7 +288,7 @@ class VisionBigBirdDownsample(nn.Module):
         """(B, N, C_in) on an H x W grid -> (B, N', C_out) on a ceil(H/2) x ceil(W/2) grid."""
         feature_map = self.projection(tokens_to_feature_map(hidden_states, height, width))  # (B, C_out, H', W')
         _, _, height, width = feature_map.shape
-        return self.norm(feature_map_to_tokens(feature_map)), height, width                  # (B, N', C_out)
+        return self.norm(feature_map_to_tokens(feature_map)), height, width  # (B, N', C_out)
 
 
 def eager_attention_forward(
@@ -286,12 +302,12 @@ def eager_attention_forward(
     **kwargs: Unpack[TransformersKwargs],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """query (B*, h, Nq, d), key/value (B*, h, Nk, d) -> output (B*, Nq, h, d), weights (B*, h, Nq, Nk)."""
-    attn_weights = torch.matmul(query, key.transpose(-1, -2)) * scaling                     # (B*, h, Nq, Nk)
+    attn_weights = torch.matmul(query, key.transpose(-1, -2)) * scaling  # (B*, h, Nq, Nk)
     if attention_mask is not None:
         attn_weights = attn_weights + attention_mask
     attn_weights = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
     attn_weights = nn.functional.dropout(attn_weights, p=dropout, training=module.training)
-    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()           # (B*, Nq, h, d)
+    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()  # (B*, Nq, h, d)
     return attn_output, attn_weights
 
 
@@ -309,14 +325,16 @@ class VisionBigBirdConvHeads(nn.Module):
 
     def forward(self, values: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """values: (B, N, C_conv) -> (B, N, C_conv)."""
-        feature_map = tokens_to_feature_map(values, height, width)                           # (B, C_conv, H, W)
-        return feature_map_to_tokens(self.depthwise(feature_map))                            # (B, N, C_conv)
+        feature_map = tokens_to_feature_map(values, height, width)  # (B, C_conv, H, W)
+        return feature_map_to_tokens(self.depthwise(feature_map))  # (B, N, C_conv)
 
 
 # ---- Head group 2: Random-Sampling-Windows (RS-Win) heads ------------------
 
 
-def sample_window_order(num_tokens: int, device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_window_order(
+    num_tokens: int, device: torch.device, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """A uniform random permutation of token positions (N,), drawn from torch's default generator unless
     `generator` is given, so `torch.manual_seed` reproduces a training step (and gradient checkpointing's RNG
     replay recomputes the same windows)."""
@@ -328,26 +346,27 @@ def seeded_window_order(height: int, width: int, seed: int, device: torch.device
     windows. Built from an integer hash of the positions with tensor ops only (no generator), so it is
     deterministic on every device and traceable by torch.compile / torch.export."""
     mixed_seed = (seed * 1_000_003 + height * 7_919 + width) % 2_147_483_647
-    keys = torch.arange(height * width, device=device, dtype=torch.int64) + mixed_seed      # (N,)
-    for multiplier in (1_103_515_245, 1_274_126_177):                                       # 31-bit products fit in int64
+    keys = torch.arange(height * width, device=device, dtype=torch.int64) + mixed_seed  # (N,)
+    for multiplier in (1_103_515_245, 1_274_126_177):  # 31-bit products fit in int64
         keys = (keys * multiplier) % 2_147_483_647
         keys = keys ^ (keys >> 13)
     # Position as the low digits makes every key distinct, so a plain sort gives the stable order (a stable sort
     # does not convert to ONNX) and the permutation is the same on every backend.
     keys = keys * (height * width) + torch.arange(height * width, device=device, dtype=torch.int64)  # < 2**31 * N
-    return torch.argsort(keys)                                                               # (N,)
+    return torch.argsort(keys)  # (N,)
 
 
 def grid_window_order(height: int, width: int, window_size: int, device: torch.device) -> torch.Tensor:
     """Raster order of square window_size x window_size tiles (N,): the non-random ablation of RS-Win."""
-    rows = torch.arange(height, device=device).unsqueeze(1)                                 # (H, 1)
-    cols = torch.arange(width, device=device).unsqueeze(0)                                  # (1, W)
+    rows = torch.arange(height, device=device).unsqueeze(1)  # (H, 1)
+    cols = torch.arange(width, device=device).unsqueeze(0)  # (1, W)
     tiles_per_row = -(-width // window_size)
-    tile = (rows // window_size) * tiles_per_row + cols // window_size                      # (H, W)
-    within = (rows % window_size) * window_size + cols % window_size                        # (H, W)
-    return torch.argsort((tile * window_size**2 + within).flatten(), stable=True)           # (N,)
+    tile = (rows // window_size) * tiles_per_row + cols // window_size  # (H, W)
+    within = (rows % window_size) * window_size + cols % window_size  # (H, W)
+    return torch.argsort((tile * window_size**2 + within).flatten(), stable=True)  # (N,)
 
 
+@built_once(maxsize=32)
 def window_layout(num_tokens: int, max_window_tokens: int, device: torch.device) -> tuple[torch.Tensor, ...]:
     """How N tokens in window order fill nW = ceil(N / max_window_tokens) windows: the first r windows hold base + 1
     tokens, the other nW - r hold base (lengths differ by at most one), and each is padded to the longest, L. One
@@ -358,53 +377,80 @@ def window_layout(num_tokens: int, max_window_tokens: int, device: torch.device)
     valid (nW + 1, L): False on padding slots (all True in the extra window, so no softmax row is fully masked);
     slot (N,): the flat slot i * L + j that holds window-order position p, so gathering `slot` drops the padding.
     Integer tensor ops only, so one graph serves every (symbolic) N; divisors are 0-d tensors because the ONNX
-    conversion has no remainder by a symbolic integer."""
-    num_windows = -(-num_tokens // max_window_tokens)                                         # nW = ceil
-    base, num_long = num_tokens // num_windows, num_tokens % num_windows                     # r windows of base + 1
-    longest = -(-num_tokens // num_windows)                                                  # L
-    window = torch.arange(num_windows + 1, device=device).unsqueeze(1)                       # (nW+1, 1), last: extra
-    column = torch.arange(longest, device=device).unsqueeze(0)                               # (1, L)
-    start = window * base + torch.clamp(window, max=num_long)                                # (nW+1, 1)
-    valid = (column < base + (window < num_long).long()) | (window == num_windows)           # (nW+1, L)
-    position = torch.clamp(start + column, max=num_tokens - 1)                               # (nW+1, L)
+    conversion has no remainder by a symbolic integer. Built once per (N, window size, device); every layer of a
+    stage shares it."""
+    num_windows = -(-num_tokens // max_window_tokens)  # nW = ceil
+    base, num_long = num_tokens // num_windows, num_tokens % num_windows  # r windows of base + 1
+    longest = -(-num_tokens // num_windows)  # L
+    window = torch.arange(num_windows + 1, device=device).unsqueeze(1)  # (nW+1, 1), last: extra
+    column = torch.arange(longest, device=device).unsqueeze(0)  # (1, L)
+    start = window * base + torch.clamp(window, max=num_long)  # (nW+1, 1)
+    valid = (column < base + (window < num_long).long()) | (window == num_windows)  # (nW+1, L)
+    position = torch.clamp(start + column, max=num_tokens - 1)  # (nW+1, L)
     long_length = torch.scalar_tensor(base + 1, dtype=torch.long, device=device)
     short_length = torch.scalar_tensor(base, dtype=torch.long, device=device)
-    positions = torch.arange(num_tokens, device=device)                                      # (N,)
-    is_long = positions < num_long * (base + 1)                                              # (N,)
-    rest = torch.clamp(positions - num_long * (base + 1), min=0)                             # (N,) offset past long ones
+    positions = torch.arange(num_tokens, device=device)  # (N,)
+    is_long = positions < num_long * (base + 1)  # (N,)
+    rest = torch.clamp(positions - num_long * (base + 1), min=0)  # (N,) offset past long ones
     window_of_position = torch.where(
         is_long,
         torch.div(positions, long_length, rounding_mode="floor"),
         num_long + torch.div(rest, short_length, rounding_mode="floor"),
-    )                                                                                        # (N,)
+    )  # (N,)
     column_of_position = torch.where(
         is_long, torch.remainder(positions, long_length), torch.remainder(rest, short_length)
-    )                                                                                        # (N,)
+    )  # (N,)
     return position, valid, window_of_position * longest + column_of_position
 
 
-def tokens_to_windows(tokens: torch.Tensor, order: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
-    """(B, N, ...) tokens, a window order (N,) and the slot positions (nW', L) of `window_layout` (nW' = nW + 1)
-    -> (B*nW', L, ...):
-    slot (i, j) of each image holds tokens[:, order[position[i, j]]]. `index_select` rather than advanced indexing:
-    its backward is a plain index_add instead of an accumulating index_put."""
+def tokens_to_windows(tokens: torch.Tensor, window_index: torch.Tensor) -> torch.Tensor:
+    """(B, N, ...) tokens and the token index of each window slot (nW', L) -> windows (B*nW', L, ...): slot (i, j) of
+    each image holds tokens[:, window_index[i, j]]. `index_select` rather than advanced indexing: its backward is a
+    plain index_add instead of an accumulating index_put."""
     batch_size, _, *rest = tokens.shape
-    num_windows, longest = position.shape
-    gathered = tokens.index_select(1, order[position.flatten()])                             # (B, nW'*L, ...)
-    return gathered.reshape(batch_size * num_windows, longest, *rest)                        # (B*nW', L, ...)
+    num_windows, longest = window_index.shape
+    gathered = tokens.index_select(1, window_index.flatten())  # (B, nW'*L, ...)
+    return gathered.reshape(batch_size * num_windows, longest, *rest)  # (B*nW', L, ...)
 
 
 def windows_to_tokens(windows: torch.Tensor, slot: torch.Tensor, batch_size: int) -> torch.Tensor:
     """(B*nW', L, ...) windows and the slot (N,) to read for each output position -> (B, N, ...), padding and the
     extra window dropped. With `window_layout`'s slot the output is in window order; with `slot[inverse_order]`
     it is back in token order, in one gather."""
-    flat = windows.reshape(batch_size, -1, *windows.shape[2:])                               # (B, nW'*L, ...)
-    return flat.index_select(1, slot)                                                        # (B, N, ...)
+    flat = windows.reshape(batch_size, -1, *windows.shape[2:])  # (B, nW'*L, ...)
+    return flat.index_select(1, slot)  # (B, N, ...)
 
 
 def additive_key_mask(valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Boolean key validity -> additive attention mask of `dtype`: 0 where valid, the dtype's minimum elsewhere."""
     return torch.zeros(valid.shape, dtype=dtype, device=valid.device).masked_fill(~valid, torch.finfo(dtype).min)
+
+
+def window_indices(order: torch.Tensor, max_window_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A window order (N,) -> window_index (nW', L), the token each window slot reads (`tokens_to_windows`), and
+    token_slot (N,), the slot each token's output is read back from (`windows_to_tokens`, back in token order)."""
+    num_tokens = order.shape[0]
+    position, _, slot = window_layout(num_tokens, max_window_tokens, order.device)  # (nW', L), (N,)
+    inverse_order = torch.empty_like(order).scatter_(0, order, torch.arange(num_tokens, device=order.device))  # (N,)
+    window_index = order.index_select(0, position.flatten()).view_as(position)  # (nW', L)
+    return window_index, slot.index_select(0, inverse_order)  # (nW', L), (N,)
+
+
+@built_once(maxsize=128)
+def seeded_window_indices(
+    height: int, width: int, seed: int, max_window_tokens: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`window_indices` of the eval windows (`seeded_window_order`), built once per (layer seed, grid, device)."""
+    return window_indices(seeded_window_order(height, width, seed, device), max_window_tokens)
+
+
+@built_once(maxsize=32)
+def window_key_mask(
+    num_tokens: int, max_window_tokens: int, batch_size: int, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """Additive mask (B*nW', 1, 1, L) of the padding keys of `window_layout`, for every window of the batch."""
+    _, valid, _ = window_layout(num_tokens, max_window_tokens, device)  # (nW', L)
+    return additive_key_mask(valid, dtype).repeat(batch_size, 1)[:, None, None, :]  # (B*nW', 1, 1, L)
 
 
 class VisionBigBirdRSWinHeads(nn.Module):
@@ -436,16 +482,22 @@ class VisionBigBirdRSWinHeads(nn.Module):
             return sample_window_order(height * width, device)
         return seeded_window_order(height, width, self.seed, device)
 
+    def window_indices(self, height: int, width: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """`window_indices` of `window_order`: (nW', L) and (N,); the fixed eval ones are built once, not per call."""
+        # CODEPATH: every checkpoint evaluates with the seeded order (rswin_sampling="random", rswin_sample_in_eval
+        # False): built once per layer and grid; training, the "grid" ablation and test-time sampling build per call.
+        if self.config.rswin_sampling == "random" and not (self.training or self.config.rswin_sample_in_eval):
+            return seeded_window_indices(height, width, self.seed, self.window_tokens, device)
+        return window_indices(self.window_order(height, width, device), self.window_tokens)
+
     def forward(self, qkv: torch.Tensor, height: int, width: int, **kwargs: Unpack[TransformersKwargs]):
         """qkv: (B, N, 3*h*d) -> output (B, N, h*d), weights (B, h, N, L) or None (sdpa)."""
         batch_size, num_tokens, _ = qkv.shape
-        order = self.window_order(height, width, qkv.device)                                 # (N,)
-        inverse_order = torch.empty_like(order).scatter_(0, order, torch.arange(num_tokens, device=qkv.device))
-        position, valid, slot = window_layout(num_tokens, self.window_tokens, qkv.device)   # (nW', L) x 2, (N,)
-        windows = tokens_to_windows(qkv, order, position)                                   # (B*nW', L, 3*h*d)
-        windows = windows.unflatten(-1, (3, self.num_heads, self.head_dim))                 # (B*nW', L, 3, h, d)
-        query, key, value = windows.permute(2, 0, 3, 1, 4).unbind(0)                        # (B*nW', h, L, d) each
-        key_mask = additive_key_mask(valid, qkv.dtype).repeat(batch_size, 1)[:, None, None, :]  # (B*nW', 1, 1, L)
+        window_index, token_slot = self.window_indices(height, width, qkv.device)  # (nW', L), (N,)
+        key_mask = window_key_mask(num_tokens, self.window_tokens, batch_size, qkv.device, qkv.dtype)
+        windows = tokens_to_windows(qkv, window_index)  # (B*nW', L, 3*h*d)
+        windows = windows.unflatten(-1, (3, self.num_heads, self.head_dim))  # (B*nW', L, 3, h, d)
+        query, key, value = windows.permute(2, 0, 3, 1, 4).unbind(0)  # (B*nW', h, L, d) each
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
         )
@@ -458,47 +510,55 @@ class VisionBigBirdRSWinHeads(nn.Module):
             dropout=self.config.attention_probs_dropout_prob if self.training else 0.0,
             scaling=self.scaling,
             **kwargs,
-        )                                                                                    # (B*nW', L, h, d)
-        token_slot = slot.index_select(0, inverse_order)                                    # (N,) slot of each token
+        )  # (B*nW', L, h, d)
         hidden_states = windows_to_tokens(window_output.flatten(2), token_slot, batch_size)  # (B, N, h*d)
         if window_weights is None:
             return hidden_states, None
         token_weights = windows_to_tokens(window_weights.transpose(1, 2), token_slot, batch_size)  # (B, N, h, L)
-        return hidden_states, token_weights.transpose(1, 2)                                 # (B, h, N, L)
+        return hidden_states, token_weights.transpose(1, 2)  # (B, h, N, L)
 
 
 # ---- Head group 3: average-pooled global heads -----------------------------
 
 
+@built_once(maxsize=32)
 def adaptive_pool_matrix(size: int, pool_size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """(pool_size, size) averaging matrix of adaptive average pooling to p = min(pool_size, size) bins along one
     axis: row i < p averages positions floor(i*size/p) .. ceil((i+1)*size/p) - 1, as `adaptive_avg_pool2d` does;
     rows i >= p (an axis shorter than pool_size) are zero. The row count stays the constant pool_size whatever the
-    (symbolic) size, and p enters only as a tensor value, so torch.export traces no guard on it."""
-    bins = torch.arange(pool_size, device=device).unsqueeze(1)                               # (pool, 1)
-    positions = torch.arange(size, device=device).unsqueeze(0)                               # (1, S)
+    (symbolic) size, and p enters only as a tensor value, so torch.export traces no guard on it. Built once per
+    (size, pool size, device, dtype); every layer of a stage shares it."""
+    bins = torch.arange(pool_size, device=device).unsqueeze(1)  # (pool, 1)
+    positions = torch.arange(size, device=device).unsqueeze(0)  # (1, S)
     size_tensor = torch.scalar_tensor(size, dtype=torch.long, device=device)
-    pooled = torch.clamp(size_tensor, max=pool_size)                                         # p, 0-d
-    start = torch.div(bins * size_tensor, pooled, rounding_mode="floor")                     # (pool, 1)
-    end = torch.div((bins + 1) * size_tensor + pooled - 1, pooled, rounding_mode="floor")   # (pool, 1) ceil
-    inside = (positions >= start) & (positions < end) & (bins < pooled)                      # (pool, S)
-    return inside.to(dtype) / torch.clamp(end - start, min=1).to(dtype)                      # (pool, S)
+    pooled = torch.clamp(size_tensor, max=pool_size)  # p, 0-d
+    start = torch.div(bins * size_tensor, pooled, rounding_mode="floor")  # (pool, 1)
+    end = torch.div((bins + 1) * size_tensor + pooled - 1, pooled, rounding_mode="floor")  # (pool, 1) ceil
+    inside = (positions >= start) & (positions < end) & (bins < pooled)  # (pool, S)
+    return inside.to(dtype) / torch.clamp(end - start, min=1).to(dtype)  # (pool, S)
 
 
-def adaptive_avg_pool_tokens(
-    hidden_states: torch.Tensor, height: int, width: int, pool_size: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+def adaptive_avg_pool_tokens(hidden_states: torch.Tensor, height: int, width: int, pool_size: int) -> torch.Tensor:
     """`adaptive_avg_pool2d` of the token map to min(pool_size, H) x min(pool_size, W), as two matmuls on a fixed
-    pool_size x pool_size grid whose unused cells (a map smaller than the grid) are flagged: (B, N, C) on an H x W
-    grid -> pooled (B, P, C) with P = pool_size**2, and valid (P,) bool. A grid of fixed size keeps every input size
-    in one graph (a pooled size that follows the map makes a trace guard on it), and the ONNX conversion of adaptive
-    pooling would bake in the traced input size."""
+    pool_size x pool_size grid whose unused cells (a map smaller than the grid) are zero (`pooled_key_mask` masks
+    them): (B, N, C) on an H x W grid -> pooled (B, P, C) with P = pool_size**2. A grid of fixed size keeps every
+    input size in one graph (a pooled size that follows the map makes a trace guard on it), and the ONNX conversion
+    of adaptive pooling would bake in the traced input size."""
     rows = adaptive_pool_matrix(height, pool_size, hidden_states.device, hidden_states.dtype)  # (pool, H)
-    cols = adaptive_pool_matrix(width, pool_size, hidden_states.device, hidden_states.dtype)   # (pool, W)
-    grid = hidden_states.unflatten(1, (height, width))                                       # (B, H, W, C)
-    pooled = torch.einsum("ph,bhwc,qw->bpqc", rows, grid, cols)                              # (B, pool, pool, C)
-    valid = (rows.sum(-1) > 0).unsqueeze(1) & (cols.sum(-1) > 0).unsqueeze(0)                # (pool, pool)
-    return pooled.flatten(1, 2), valid.flatten()                                             # (B, P, C), (P,)
+    cols = adaptive_pool_matrix(width, pool_size, hidden_states.device, hidden_states.dtype)  # (pool, W)
+    grid = hidden_states.unflatten(1, (height, width))  # (B, H, W, C)
+    pooled = torch.einsum("ph,bhwc,qw->bpqc", rows, grid, cols)  # (B, pool, pool, C)
+    return pooled.flatten(1, 2)  # (B, P, C)
+
+
+@built_once(maxsize=32)
+def pooled_key_mask(height: int, width: int, pool_size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Additive mask (1, 1, 1, P) of the cells of the pool_size x pool_size grid that `adaptive_avg_pool_tokens`
+    leaves empty (those outside min(pool_size, H) x min(pool_size, W))."""
+    rows = adaptive_pool_matrix(height, pool_size, device, dtype)  # (pool, H)
+    cols = adaptive_pool_matrix(width, pool_size, device, dtype)  # (pool, W)
+    valid = (rows.sum(-1) > 0).unsqueeze(1) & (cols.sum(-1) > 0).unsqueeze(0)  # (pool, pool)
+    return additive_key_mask(valid.flatten(), dtype)[None, None, None, :]  # (1, 1, 1, P)
 
 
 class VisionBigBirdGlobalHeads(nn.Module):
@@ -519,17 +579,21 @@ class VisionBigBirdGlobalHeads(nn.Module):
         self.kv = nn.Linear(channels, 2 * self.num_heads * self.head_dim, bias=config.qkv_bias)
 
     def forward(
-        self, query: torch.Tensor, hidden_states: torch.Tensor, height: int, width: int, **kwargs: Unpack[TransformersKwargs]
+        self,
+        query: torch.Tensor,
+        hidden_states: torch.Tensor,
+        height: int,
+        width: int,
+        **kwargs: Unpack[TransformersKwargs],
     ):
         """query: (B, N, h*d), hidden_states: (B, N, C) -> output (B, N, h*d), weights (B, h, N, P) or None."""
         batch_size, num_tokens, _ = query.shape
-        pooled_tokens, valid = adaptive_avg_pool_tokens(hidden_states, height, width, self.pool_size)  # (B, P, C), (P,)
-        key_mask = additive_key_mask(valid, query.dtype)[None, None, None, :]                 # (1, 1, 1, P)
-        pooled_tokens = self.pool_norm(pooled_tokens)                                        # (B, P, C)
+        pooled_tokens = self.pool_norm(adaptive_avg_pool_tokens(hidden_states, height, width, self.pool_size))
+        key_mask = pooled_key_mask(height, width, self.pool_size, query.device, query.dtype)  # (1, 1, 1, P)
         pooled_key, pooled_value = (
             self.kv(pooled_tokens).unflatten(-1, (2, self.num_heads, self.head_dim)).permute(2, 0, 3, 1, 4).unbind(0)
-        )                                                                                    # (B, h, P, d) each
-        head_query = query.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)    # (B, h, N, d)
+        )  # (B, h, P, d) each
+        head_query = query.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)  # (B, h, N, d)
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
         )
@@ -542,8 +606,8 @@ class VisionBigBirdGlobalHeads(nn.Module):
             dropout=self.config.attention_probs_dropout_prob if self.training else 0.0,
             scaling=self.scaling,
             **kwargs,
-        )                                                                                    # (B, N, h, d)
-        return attn_output.reshape(batch_size, num_tokens, -1), attn_weights                 # (B, N, h*d)
+        )  # (B, N, h, d)
+        return attn_output.reshape(batch_size, num_tokens, -1), attn_weights  # (B, N, h*d)
 
 
 # ---- Mixed attention, MLP, layer, stage, encoder ---------------------------
@@ -574,12 +638,14 @@ class VisionBigBirdMixedAttention(nn.Module):
         conv_values, rswin_qkv, global_query = self.qkv(hidden_states).split(self.split_sizes, dim=-1)
         mixed = []
         if self.conv_heads is not None:
-            mixed.append(self.conv_heads(conv_values, height, width))                       # (B, N, C_conv)
+            mixed.append(self.conv_heads(conv_values, height, width))  # (B, N, C_conv)
         if self.rswin_heads is not None:
-            mixed.append(self.rswin_heads(rswin_qkv, height, width, **kwargs)[0])           # (B, N, C_rswin)
+            mixed.append(self.rswin_heads(rswin_qkv, height, width, **kwargs)[0])  # (B, N, C_rswin)
         if self.global_heads is not None:
-            mixed.append(self.global_heads(global_query, hidden_states, height, width, **kwargs)[0])  # (B, N, C_global)
-        return self.proj_dropout(self.proj(torch.cat(mixed, dim=-1)))                       # (B, N, C)
+            mixed.append(
+                self.global_heads(global_query, hidden_states, height, width, **kwargs)[0]
+            )  # (B, N, C_global)
+        return self.proj_dropout(self.proj(torch.cat(mixed, dim=-1)))  # (B, N, C)
 
 
 class VisionBigBirdMLP(nn.Module):
@@ -593,8 +659,8 @@ class VisionBigBirdMLP(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """(B, N, C) -> (B, N, C)."""
-        hidden_states = self.dropout(self.activation(self.fc1(hidden_states)))              # (B, N, C*mlp_ratio)
-        return self.dropout(self.fc2(hidden_states))                                        # (B, N, C)
+        hidden_states = self.dropout(self.activation(self.fc1(hidden_states)))  # (B, N, C*mlp_ratio)
+        return self.dropout(self.fc2(hidden_states))  # (B, N, C)
 
 
 class VisionBigBirdDropPath(nn.Module):
@@ -644,7 +710,9 @@ class VisionBigBirdStage(nn.Module):
         super().__init__()
         channels = config.hidden_sizes[stage_index]
         self.downsample = (
-            VisionBigBirdDownsample(config, config.hidden_sizes[stage_index - 1], channels) if stage_index > 0 else None
+            VisionBigBirdDownsample(config, config.hidden_sizes[stage_index - 1], channels)
+            if stage_index > 0
+            else None
         )
         self.layers = nn.ModuleList(
             VisionBigBirdLayer(config, stage_index, first_layer_index + offset, drop_path)
@@ -673,6 +741,11 @@ class VisionBigBirdPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["VisionBigBirdLayer"]
     _supports_sdpa = True
+    # Both attention groups need a key mask shared by all queries (padding keys, empty pooled cells): flash attention
+    # takes no such mask, and transformers' flex path reads one mask row per query (index out of bounds on CPU).
+    _supports_flash_attn = False
+    _supports_flex_attn = False
+    _can_compile_fullgraph = True  # one graph, no break, in eval and training (tests/test_export.py)
 
     def _init_weights(self, module: nn.Module) -> None:
         """Truncated-normal linears, fan-out normal convolutions (as PVTv2), unit layer norms."""
@@ -697,8 +770,10 @@ class VisionBigBirdPreTrainedModel(PreTrainedModel):
 
 
 class VisionBigBirdEncoder(VisionBigBirdPreTrainedModel):
-    """The four stages. Records the stem output and each stage's output as `hidden_states`, the global heads'
-    weights as `attentions` and the RS-Win heads' weights as `rswin_attentions`."""
+    """The four stages, and the geometry: the encoder knows every stage's token grid. Records the stem output and each
+    stage's output as `hidden_states` and builds them into feature maps (`reshaped_hidden_states`); records the
+    global heads' weights as `attentions` and the RS-Win heads' weights as `rswin_attentions`, both returned with
+    `output_attentions`."""
 
     main_input_name = "hidden_states"
     _can_record_outputs = {
@@ -718,15 +793,32 @@ class VisionBigBirdEncoder(VisionBigBirdPreTrainedModel):
         )
         self.post_init()
 
-    @merge_with_config_defaults
-    @capture_outputs(tie_last_hidden_states=False)
     def forward(
         self, hidden_states: torch.Tensor, height: int, width: int, **kwargs: Unpack[TransformersKwargs]
     ) -> VisionBigBirdEncoderOutput:
-        """hidden_states: stem output (B, N, C_0) on an H x W grid -> last stage output (B, N_4, C_4)."""
+        """hidden_states: stem output (B, N, C_0) on an H x W grid -> last stage output (B, N_4, C_4); with
+        `output_hidden_states`, the stem and stage outputs as tokens (B, N_i, C_i) and as maps (B, C_i, H_i, W_i)."""
+        # the RS-Win weights are attention weights too: `output_attentions` returns both groups
+        kwargs["output_rswin_attentions"] = kwargs.get("output_attentions", self.config.output_attentions)
+        outputs = self.run_stages(hidden_states, height, width, return_dict=True, **kwargs)
+        if outputs.hidden_states is not None:
+            outputs["reshaped_hidden_states"] = tuple(
+                None if hidden_state is None else tokens_to_feature_map(hidden_state, *grid)  # (B, C_i, H_i, W_i)
+                for hidden_state, grid in zip(outputs.hidden_states, outputs.grids)
+            )
+        return outputs
+
+    @merge_with_config_defaults
+    @capture_outputs(tie_last_hidden_states=False)
+    def run_stages(
+        self, hidden_states: torch.Tensor, height: int, width: int, **kwargs: Unpack[TransformersKwargs]
+    ) -> VisionBigBirdEncoderOutput:
+        """The stages in turn, outputs recorded; `grids` holds the token grid of each recorded hidden state."""
+        grids = [(height, width)]
         for stage in self.stages:
             hidden_states, height, width = stage(hidden_states, height, width, **kwargs)
-        return VisionBigBirdEncoderOutput(last_hidden_state=hidden_states)
+            grids.append((height, width))
+        return VisionBigBirdEncoderOutput(last_hidden_state=hidden_states, grids=tuple(grids))
 
 
 class VisionBigBirdModel(VisionBigBirdPreTrainedModel):
@@ -755,28 +847,17 @@ class VisionBigBirdModel(VisionBigBirdPreTrainedModel):
         """
         if pixel_values is None:
             raise ValueError("You have to specify pixel_values")
-        embedding_output, height, width = self.embeddings(pixel_values, bool_masked_pos)    # (B, N_0, C_0)
-        output_attentions = kwargs.get("output_attentions", self.config.output_attentions)
-        kwargs["output_rswin_attentions"] = output_attentions                                # both attention groups
+        embedding_output, height, width = self.embeddings(pixel_values, bool_masked_pos)  # (B, N_0, C_0)
         encoder_outputs = self.encoder(embedding_output, height, width, **kwargs)
-        sequence_output = self.layernorm(encoder_outputs.last_hidden_state)                  # (B, N_4, C_4)
-        pooled_output = sequence_output.mean(dim=1)                                          # (B, C_4)
-
-        reshaped_hidden_states = None
-        if encoder_outputs.hidden_states is not None:
-            image_height, image_width = pixel_values.shape[-2:]
-            shapes = stage_spatial_shapes(image_height, image_width, len(self.config.depths))
-            reshaped_hidden_states = tuple(
-                tokens_to_feature_map(hidden_state, *shape) if hidden_state is not None else None
-                for hidden_state, shape in zip(encoder_outputs.hidden_states, shapes)
-            )                                                                                # (B, C_i, H_i, W_i) each
+        sequence_output = self.layernorm(encoder_outputs.last_hidden_state)  # (B, N_4, C_4)
+        pooled_output = sequence_output.mean(dim=1)  # (B, C_4)
         return VisionBigBirdModelOutput(
             last_hidden_state=sequence_output,
             pooler_output=pooled_output,
             hidden_states=encoder_outputs.hidden_states,
             attentions=encoder_outputs.attentions,
             rswin_attentions=encoder_outputs.rswin_attentions,
-            reshaped_hidden_states=reshaped_hidden_states,
+            reshaped_hidden_states=encoder_outputs.reshaped_hidden_states,
         )
 
 
@@ -807,7 +888,7 @@ class VisionBigBirdForImageClassification(VisionBigBirdPreTrainedModel):
             Class indices in `[0, config.num_labels - 1]` (or float targets for regression / multi-label).
         """
         outputs: VisionBigBirdModelOutput = self.vision_bigbird(pixel_values, **kwargs)
-        logits = self.classifier(outputs.pooler_output)                                      # (B, num_labels)
+        logits = self.classifier(outputs.pooler_output)  # (B, num_labels)
         loss = None
         if labels is not None:
             loss = self.loss_function(labels=labels, pooled_logits=logits, config=self.config)
@@ -831,7 +912,10 @@ class VisionBigBirdBackbone(BackboneMixin, VisionBigBirdPreTrainedModel):
         self.embeddings = VisionBigBirdEmbeddings(config)
         self.encoder = VisionBigBirdEncoder(config)
         self.hidden_states_norms = nn.ModuleDict(
-            {stage: nn.LayerNorm(channels, eps=config.layer_norm_eps) for stage, channels in zip(self.out_features, self.channels)}
+            {
+                stage: nn.LayerNorm(channels, eps=config.layer_norm_eps)
+                for stage, channels in zip(self.out_features, self.channels)
+            }
         )
         self.post_init()
 
@@ -845,15 +929,9 @@ class VisionBigBirdBackbone(BackboneMixin, VisionBigBirdPreTrainedModel):
         pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`):
             Images of any size of at least 32x32 pixels.
         """
-        embedding_output, height, width = self.embeddings(pixel_values)                     # (B, N_0, C_0)
-        output_attentions = kwargs.get("output_attentions", self.config.output_attentions)
-        kwargs["output_rswin_attentions"] = output_attentions
+        embedding_output, height, width = self.embeddings(pixel_values)  # (B, N_0, C_0)
         encoder_outputs = self.encoder(embedding_output, height, width, **kwargs)
-        shapes = stage_spatial_shapes(*pixel_values.shape[-2:], len(self.config.depths))
-        hidden_states = tuple(
-            tokens_to_feature_map(hidden_state, *shape)                                      # (B, C_i, H_i, W_i)
-            for hidden_state, shape in zip(encoder_outputs.hidden_states, shapes)
-        )
+        hidden_states = encoder_outputs.reshaped_hidden_states  # (B, C_i, H_i, W_i) each
         # the feature maps are computed from the returned maps, so gradients reach `hidden_states` too
         feature_maps = tuple(
             self.hidden_states_norms[stage](hidden_state.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # (B, C_i, H_i, W_i)
@@ -901,18 +979,20 @@ class VisionBigBirdForMaskedImageModeling(VisionBigBirdPreTrainedModel):
                     f"pixel_values is {height}x{width} pixels; masked image modeling needs both sides to be "
                     f"multiples of {self.encoder_stride} (the last stage's stride), e.g. 192x192 or 224x224"
                 )
-        outputs: VisionBigBirdModelOutput = self.vision_bigbird(pixel_values, bool_masked_pos=bool_masked_pos, **kwargs)
+        outputs: VisionBigBirdModelOutput = self.vision_bigbird(
+            pixel_values, bool_masked_pos=bool_masked_pos, **kwargs
+        )
         height, width = pixel_values.shape[-2:]
         grid_height, grid_width = height // self.encoder_stride, width // self.encoder_stride
         feature_map = tokens_to_feature_map(outputs.last_hidden_state, grid_height, grid_width)  # (B, C_4, H/32, W/32)
-        pixel_predictions = self.decoder(feature_map.contiguous())                  # (B, 32*32*C_in, H/32, W/32)
-        reconstruction = self.pixel_shuffle(pixel_predictions)                               # (B, C_in, H, W)
+        pixel_predictions = self.decoder(feature_map.contiguous())  # (B, 32*32*C_in, H/32, W/32)
+        reconstruction = self.pixel_shuffle(pixel_predictions)  # (B, C_in, H, W)
 
         loss = None
         if bool_masked_pos is not None:
             mask = bool_masked_pos.reshape(-1, height // self.stem_stride, width // self.stem_stride)
             mask = mask.repeat_interleave(self.stem_stride, 1).repeat_interleave(self.stem_stride, 2)  # (B, H, W)
-            mask = mask.unsqueeze(1).type_as(reconstruction)                                 # (B, 1, H, W)
+            mask = mask.unsqueeze(1).type_as(reconstruction)  # (B, 1, H, W)
             pixel_loss = nn.functional.l1_loss(pixel_values, reconstruction, reduction="none")  # (B, C_in, H, W)
             loss = (pixel_loss * mask).sum() / (mask.sum() + 1e-5) / self.config.num_channels
         return VisionBigBirdMaskedImageModelingOutput(
@@ -926,9 +1006,9 @@ class VisionBigBirdForMaskedImageModeling(VisionBigBirdPreTrainedModel):
 
 
 __all__ = [
-    "VisionBigBirdModel",
-    "VisionBigBirdForImageClassification",
     "VisionBigBirdBackbone",
+    "VisionBigBirdForImageClassification",
     "VisionBigBirdForMaskedImageModeling",
+    "VisionBigBirdModel",
     "VisionBigBirdPreTrainedModel",
 ]
