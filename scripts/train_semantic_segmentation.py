@@ -11,13 +11,12 @@ with `AutoModelForSemanticSegmentation` and serves `pipeline("image-segmentation
 docs/dense_prediction.md.
 """
 
-import dataclasses
 import io
 import json
 import logging
 import os
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import datasets
 import numpy as np
@@ -39,7 +38,14 @@ from dense_common import (
 )
 from torchvision import tv_tensors
 from torchvision.transforms import v2
-from training_common import InvalidArgument, arg, detect_last_checkpoint, parse_arguments
+from training_common import (
+    InvalidArgument,
+    arg,
+    detect_last_checkpoint,
+    read_recipe,
+    save_resolved_arguments,
+    setup_logging,
+)
 from transformers import (
     AutoImageProcessor,
     AutoModelForSemanticSegmentation,
@@ -54,33 +60,6 @@ from transformers import (
 import vision_bigbird_hf  # noqa: F401  (registers Vision Big Bird with AutoConfig and AutoBackbone)
 
 logger = logging.getLogger(__name__)
-
-# Swin's UperNet ADE20K setting: github.com/SwinTransformer/Swin-Transformer-Semantic-Segmentation @ 87e6f90,
-# files under configs/ (T = swin/upernet_swin_tiny_patch4_window7_512x512_160k_ade20k.py, identical for S and B).
-ADE20K_RECIPE = {
-    "learning_rate": 6e-5,  # T:26 AdamW lr=0.00006
-    "adam_beta1": 0.9,  # T:26 betas=(0.9, 0.999)
-    "adam_beta2": 0.999,  # T:26
-    "weight_decay": 0.01,  # T:26 (none on norms, T:27-29; the Trainer also leaves out biases)
-    "lr_scheduler_type": "polynomial",  # T:31 policy='poly'
-    "lr_scheduler_kwargs": {"power": 1.0, "lr_end": 0.0},  # T:35 power=1.0, min_lr=0.0
-    "warmup_steps": 1500,  # T:32-33 warmup='linear', warmup_iters=1500
-    "max_steps": 160_000,  # _base_/schedules/schedule_160k.py:7 max_iters=160000
-    "per_device_train_batch_size": 2,  # T:37-38 samples_per_gpu=2 on 8 GPUs: batch 16
-    "eval_strategy": "steps",  # schedule_160k.py:9 evaluation interval=16000
-    "eval_steps": 16_000,
-    "save_steps": 16_000,  # schedule_160k.py:8 checkpoint interval=16000
-    "do_reduce_labels": True,  # _base_/datasets/ade20k.py:9 reduce_zero_label=True
-    "resize_base": [2048, 512],  # ade20k.py:10 Resize img_scale=(2048, 512)
-    "min_scale": 0.5,  # ade20k.py:10 ratio_range=(0.5, 2.0)
-    "max_scale": 2.0,
-    "image_height": 512,  # ade20k.py:6 crop_size=(512, 512); flip (:12) and PhotoMetricDistortion (:13) always on
-    "image_width": 512,
-    "head_hidden_size": 512,  # _base_/models/upernet_swin.py:27 decode_head channels=512
-    "auxiliary_head_channels": 256,  # upernet_swin.py:38 auxiliary_head channels=256
-    "auxiliary_loss_weight": 0.4,  # upernet_swin.py:46 loss_weight=0.4
-    "drop_path_rate": 0.3,  # T:12, S:12, B:12 drop_path_rate=0.3 for every size
-}
 
 
 @dataclass
@@ -114,25 +93,6 @@ class DataTrainingArguments:
     max_scale: float = arg(2.0, "Largest random rescale ratio of training images.")
     recipe: str = arg("none", "ade20k: Swin's UperNet ADE20K setting for flags not given.", choices=["ade20k", "none"])
     plot_predictions: str | None = arg(None, "Save a PNG of validation images, ground truth and prediction here.")
-
-
-def resolve_recipe(
-    model_args: ModelArguments, data_args: DataTrainingArguments, training_args: TrainingArguments, given: set[str]
-) -> tuple[TrainingArguments, dict]:
-    """`--recipe ade20k`: its value for every flag not given on the command line. Returns the training arguments
-    rebuilt (so that what they derive, such as do_eval from eval_strategy, follows) and every recipe value used."""
-    training_values = {}
-    for name, value in ADE20K_RECIPE.items():
-        if name in given:
-            continue
-        if hasattr(training_args, name):
-            training_values[name] = value
-        else:
-            setattr(model_args if hasattr(model_args, name) else data_args, name, value)
-    training_args = dataclasses.replace(training_args, **training_values)
-    holders = (model_args, data_args, training_args)
-    used = {name: getattr(next(args for args in holders if hasattr(args, name)), name) for name in ADE20K_RECIPE}
-    return training_args, used
 
 
 def load_splits(data_args: DataTrainingArguments, seed: int) -> datasets.DatasetDict:
@@ -342,18 +302,10 @@ def main(args: list[str] | None = None):
     parser = transformers.HfArgumentParser(
         (ModelArguments, DataTrainingArguments, TrainingArguments), allow_abbrev=False
     )
-    (model_args, data_args, training_args), given = parse_arguments(parser, sys.argv[1:] if args is None else args)
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", stream=sys.stdout)
-    if training_args.should_log:
-        transformers.utils.logging.set_verbosity_info()  # info logs on the main process unless --log_level says
-    log_level = training_args.get_process_log_level()
-    for module_logger in (logger, logging.getLogger("dense_common")):
-        module_logger.setLevel(log_level)
-    transformers.utils.logging.set_verbosity(log_level)
-    datasets.utils.logging.set_verbosity(log_level)
-    recipe = {}
-    if data_args.recipe == "ade20k":
-        training_args, recipe = resolve_recipe(model_args, data_args, training_args, given)
+    args = sys.argv[1:] if args is None else args
+    read_recipe(parser, args)  # --recipe ade20k: scripts/recipes/ade20k.json's values; a flag given always wins
+    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=args)
+    setup_logging(training_args)
     training_args.remove_unused_columns = False  # the transforms read the image and label columns
     training_args.batch_eval_metrics = True  # the confusion matrix accumulates per batch; logits are never all kept
     check_model_arguments(model_args)
@@ -386,11 +338,8 @@ def main(args: list[str] | None = None):
         raise InvalidArgument("--do_eval needs a validation split (or --train_val_split > 0)")
     if "validation" in dataset:
         dataset["validation"].set_transform(build_eval_transform(image_processor))
-    run_values = {"model": asdict(model_args), "data": asdict(data_args), "recipe": recipe}
     if training_args.should_save:
-        os.makedirs(training_args.output_dir, exist_ok=True)
-        with open(os.path.join(training_args.output_dir, "run_arguments.json"), "w") as file:
-            json.dump(run_values, file, indent=2, default=str)
+        save_resolved_arguments(training_args.output_dir, model_args, data_args, training_args)
 
     trainer = Trainer(
         model=model, args=training_args, data_collator=default_data_collator,

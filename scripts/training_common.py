@@ -4,7 +4,6 @@ Imported as a sibling module (scripts/ is their folder); never run.
 """
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
@@ -79,21 +78,6 @@ def parse_config_overrides(text: str | None, flag: str = "--config_overrides") -
     return overrides
 
 
-def parse_arguments(parser: HfArgumentParser, args: list[str]) -> tuple[tuple, set[str]]:
-    """The parsed dataclasses, and the names of the fields given on the command line (a recipe leaves those alone).
-
-    argparse itself says what was given, so `--flag=value`, `--no_flag` and aliases count; build the parser with
-    `allow_abbrev=False`, or a prefix such as `--weight_dec` would count as given under its full name.
-    """
-    unset = object()
-    names = {item.name for kind in parser.dataclass_types for item in dataclasses.fields(kind) if item.init}
-    namespace, unknown = parser.parse_known_args(args, namespace=argparse.Namespace(**dict.fromkeys(names, unset)))
-    if unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    given = {name for name in names if getattr(namespace, name) is not unset}
-    return parser.parse_args_into_dataclasses(args=args), given
-
-
 def recipe_values(name: str) -> dict:
     """The "values" of scripts/recipes/NAME.json ({} for none); each has its source under "sources"."""
     if name == "none":
@@ -118,15 +102,14 @@ def read_recipe(parser: argparse.ArgumentParser, args: list[str]) -> dict:
 
 
 def parse_with_recipe(parser: HfArgumentParser, args: list[str]) -> tuple:
-    """The dataclasses, from the command line or from one `.json` file of arguments (as in transformers' examples); the
-    recipe named by `--recipe` (or the file's "recipe") fills what they do not give. Unknown and abbreviated flags are
-    refused (`parse_arguments`)."""
+    """The dataclasses, from the command line (`read_recipe`, then the parser) or from one `.json` file of arguments
+    (as in transformers' examples), whose "recipe" fills what the file does not give."""
     if len(args) == 1 and args[0].endswith(".json"):
         with open(args[0]) as file:
             given = json.load(file)
         return parser.parse_dict({**recipe_values(given.get("recipe", "none")), **given})
     read_recipe(parser, args)
-    return parse_arguments(parser, args)[0]
+    return parser.parse_args_into_dataclasses(args=args)
 
 
 def save_resolved_arguments(output_dir: str, *arguments):

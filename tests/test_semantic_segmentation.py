@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +26,7 @@ from dense_common import (
 )
 from PIL import Image
 from safetensors.torch import load_file
-from training_common import parse_arguments
-from transformers import EvalPrediction, HfArgumentParser
+from transformers import EvalPrediction
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = REPO_ROOT / "scripts" / "train_semantic_segmentation.py"
@@ -171,37 +169,6 @@ def test_read_ade20k_class_names(tmp_path):
     assert read_ade20k_class_names(str(tmp_path)) == ["wall", "building"]
 
 
-# ---- Which flags were given -----------------------------------------------------------------------------------------
-@dataclass
-class Flags:
-    weight_decay: float = 0.0
-    warmup_steps: int = 0
-    do_reduce_labels: bool = False
-    pin_memory: bool = True
-    resize_base: list[int] | None = field(default=None, metadata={"nargs": 2})
-
-
-@pytest.mark.parametrize(
-    "args, given",
-    [
-        ([], set()),
-        (["--weight_decay=0.1", "--no_pin_memory"], {"weight_decay", "pin_memory"}),
-        (["--weight_decay", "0.0", "--do_reduce_labels", "--resize_base", "64", "32"],
-         {"weight_decay", "do_reduce_labels", "resize_base"}),
-    ],
-)  # fmt: skip
-def test_parse_arguments_reports_the_flags_given(args, given):
-    (flags,), found = parse_arguments(HfArgumentParser(Flags, allow_abbrev=False), args)
-    assert found == given
-    assert flags.weight_decay == (0.1 if "--weight_decay=0.1" in args else 0.0)  # given, even at the default value
-
-
-def test_parse_arguments_refuses_abbreviations(capsys):
-    with pytest.raises(SystemExit):
-        parse_arguments(HfArgumentParser(Flags, allow_abbrev=False), ["--weight_dec", "0.1"])
-    assert "unrecognized arguments: --weight_dec 0.1" in capsys.readouterr().err
-
-
 # ---- The script, through its command line ---------------------------------------------------------------------------
 def run_script(args: list[str], tmp_path: Path) -> tuple[int, str]:
     env = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_CACHE": str(tmp_path / "hf-datasets"), "OMP_NUM_THREADS": "1"}
@@ -313,7 +280,7 @@ def test_recipe_sets_what_is_not_given_and_records_it(scenes, tmp_path):
     args += ["--head_hidden_size", "16", "--auxiliary_head_channels", "8"]
     code, output = run_script(args, tmp_path)
     assert code == 0, output
-    recipe = json.loads((output_dir / "run_arguments.json").read_text())["recipe"]
+    recipe = json.loads((output_dir / "training_recipe.json").read_text())  # every value the run used
     assert recipe["weight_decay"] == 0.05 and recipe["resize_base"] == [64, 64]  # given: they win
     assert recipe["head_hidden_size"] == 16 and recipe["image_height"] == 64 and recipe["max_steps"] == 1
     assert recipe["learning_rate"] == 6e-5 and recipe["warmup_steps"] == 1500 and recipe["do_reduce_labels"] is True
