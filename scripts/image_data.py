@@ -1,7 +1,9 @@
 """Image data for the training scripts (train_image_classification.py, pretrain_masked_image_modeling.py): the data
-flags, image folders, Hub datasets and Fashion-MNIST as a checked `DatasetDict`, faithful RGB decoding, unreadable
-images named and left out, and augmentation seeded per (seed, epoch, sample) so that a resumed run sees the same
-pixels. Imported as a sibling module (scripts/ is their folder); never run.
+flags, image folders, Hub datasets and Fashion-MNIST as a checked `DatasetDict`, faithful RGB decoding, the datasets
+and collator of a classifier, and augmentation seeded per (seed, epoch, sample) so that a resumed run sees the same
+pixels. An unreadable image is named in a warning and left out of its batch whenever a batch meets it (docs/training.md,
+"Unreadable images": cheaper than decoding a whole folder before training, and the only way for a stream).
+Imported as a sibling module (scripts/ is their folder); never run.
 """
 
 import contextlib
@@ -9,15 +11,18 @@ import itertools
 import logging
 import math
 import os
+import random
 from dataclasses import dataclass
 
 import datasets
 import numpy as np
+import PIL.Image
 import torch
 import transformers
 from datasets import ClassLabel, DatasetDict, load_dataset
 from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
 from fashion_mnist import DEFAULT_FASHION_MNIST_DIR, load_fashion_mnist
+from timm.data.mixup import mixup_target
 from training_common import InvalidArgument, arg
 from transformers.image_transforms import convert_to_rgb
 
@@ -46,10 +51,8 @@ class DataTrainingArguments:
     max_predict_samples: int | None = arg(None, "Truncate the test set to this many examples (seeded subset).")
     image_column_name: str = arg("image", "The dataset column holding the images.")
     label_column_name: str = arg("label", "The dataset column holding the labels.")
-    check_images: bool = arg(True, "Decode every image before training and drop (and list) the unreadable ones.")
     streaming: bool = arg(False, "Stream the dataset instead of preparing an Arrow copy; needs --max_steps.")
     shuffle_buffer_size: int = arg(1000, "With --streaming: examples held for shuffling.")
-    preprocessing_num_workers: int | None = arg(None, "Processes for the image check (`Dataset.map(num_proc=...)`).")
     overwrite_output_dir: bool = arg(False, "Start anew in a non-empty output_dir instead of resuming from it.")
 
 
@@ -129,38 +132,9 @@ def try_decode_rgb(value: dict, split: str, index: int) -> tuple[np.ndarray | No
         return None, f"{type(error).__name__}: {error}", name
 
 
-def drop_unreadable_images(dataset, split: str, data_args: DataTrainingArguments):
-    """Decode every image once before training; drop the ones that fail and log their count and first names."""
-
-    def errors_and_names(values: list[dict], indices: list[int]) -> dict[str, list[str]]:
-        checked = [try_decode_rgb(value, split, index)[1:] for value, index in zip(values, indices)]  # images dropped
-        return {"error": [error for error, _ in checked], "name": [name for _, name in checked]}
-
-    undecoded = dataset.cast_column(data_args.image_column_name, datasets.Image(decode=False))
-    checked = undecoded.map(
-        errors_and_names,
-        input_columns=data_args.image_column_name,
-        batched=True,
-        with_indices=True,
-        remove_columns=dataset.column_names,
-        num_proc=data_args.preprocessing_num_workers,
-        desc=f"Checking the {split} images",
-    )
-    bad = [index for index, error in enumerate(checked["error"]) if error]
-    if not bad:
-        return dataset
-    listed = "; ".join(f"{checked[index]['name']} ({checked[index]['error']})" for index in bad[:10])
-    if len(bad) == len(dataset):
-        raise InvalidArgument(f"the {split} split has no readable image ({len(bad)} tried): {listed}")
-    logger.warning(f"{len(bad)} unreadable image(s) in {split}, left out: {listed}{' ...' if len(bad) > 10 else ''}")
-    return dataset.select(sorted(set(range(len(dataset))) - set(bad)))
-
-
-def load_image_dataset(
-    data_args: DataTrainingArguments, seed: int, cache_dir=None, token=None, used_splits=SPLITS, needs_labels=True
-):
+def load_image_dataset(data_args: DataTrainingArguments, seed: int, cache_dir=None, token=None, needs_labels=True):
     """`--dataset_name`, image folders or Fashion-MNIST: checked, a validation split carved from train if none, each
-    split capped by --max_*_samples, the unreadable images of `used_splits` left out (`--check_images`)."""
+    split capped by --max_*_samples. Images stay undecoded until a batch needs them."""
     folders = {"train": data_args.train_dir, "validation": data_args.validation_dir, "test": data_args.test_dir}
     data_files = {  # the image files only: a notes file or metadata.csv beside them is not data
         split: sorted(itertools.chain(*image_folder_files(f"--{SPLIT_DIR_FLAGS[split]}", folder, False).values()))
@@ -190,10 +164,6 @@ def load_image_dataset(
             dataset[split] = dataset[split].shuffle(seed=seed).select(range(limit))
     if data_args.streaming and "train" in dataset:  # shuffled in a buffer, anew for each pass (`set_epoch`)
         dataset["train"] = dataset["train"].shuffle(seed=seed, buffer_size=data_args.shuffle_buffer_size)
-    # Fashion-MNIST, built from arrays, needs no check
-    if data_args.check_images and not data_args.streaming and (data_args.dataset_name or data_files):
-        for split in [split for split in used_splits if split in dataset]:
-            dataset[split] = drop_unreadable_images(dataset[split], split, data_args)
     return dataset
 
 
@@ -204,10 +174,18 @@ def derived_seed(*numbers: int) -> int:
 
 @contextlib.contextmanager
 def seeded_cpu_rng(seed: int):
-    """torch's CPU generator (torchvision's transforms draw from it) seeded in the block, its state restored after."""
+    """Python's `random`, numpy's global generator and torch's CPU generator seeded in the block, their states restored
+    after: timm's transforms and `Mixup` draw from all three (its RandAugment picks ops with `np.random.choice`)."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
     with torch.random.fork_rng(devices=[]):  # the CPU only: `torch.manual_seed` would reseed every accelerator
         torch.default_generator.manual_seed(seed)
-        yield
+        random.seed(seed)
+        np.random.seed(seed % 2**32)  # the low bits of a `derived_seed` hash
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
 
 
 class EpochCallback(transformers.TrainerCallback):
@@ -247,3 +225,98 @@ class SeededImageDataset(torch.utils.data.Dataset):
 
     def example(self, image: np.ndarray, sample_seed: int) -> dict:
         raise NotImplementedError
+
+
+class ImageExamples:
+    """A classifier's examples: `datasets.Image` values -> {"pixel_values": (3, H, W), "labels": int} (None if
+    unreadable, named in a warning); with `train_transform`, augmented under generators seeded by (seed, *key), the key
+    kept as "sample_key" for mixing; without, the image processor's evaluation pixels, as `pipeline` makes them."""
+
+    def __init__(self, dataset, split, image_column, label_column, image_processor=None, train_transform=None, seed=0):
+        self.dataset = dataset.cast_column(image_column, datasets.Image(decode=False))
+        self.split, self.image_column_name, self.label_column_name = split, image_column, label_column
+        self.image_processor, self.train_transform, self.seed = image_processor, train_transform, seed
+        # the epoch in shared memory: `set_epoch` (at every epoch start) reaches persistent dataloader workers too
+        self.epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    def examples(self, rows: dict[str, list], indices: list[int], keys: list[tuple]) -> list[dict | None]:
+        pixel_values = {}  # position in the batch -> (3, H, W), or the RGB image until the processor has run
+        for position, (value, index) in enumerate(zip(rows[self.image_column_name], indices)):
+            image, error, name = try_decode_rgb(value, self.split, index)
+            if error:
+                logger.warning(f"Skipping unreadable image {name}: {error}")
+            elif self.train_transform is not None:
+                with seeded_cpu_rng(derived_seed(self.seed, *keys[position])):
+                    pixel_values[position] = self.train_transform(PIL.Image.fromarray(image))
+            else:
+                pixel_values[position] = image
+        if self.train_transform is None and pixel_values:  # validation and test: the processor, as `pipeline` does
+            images = list(pixel_values.values())
+            batch = self.image_processor(images, input_data_format="channels_last", return_tensors="pt")
+            pixel_values = dict(zip(pixel_values, batch["pixel_values"]))
+        examples = [None] * len(indices)
+        for position, pixels in pixel_values.items():
+            examples[position] = {"pixel_values": pixels, "labels": rows[self.label_column_name][position]}
+            if self.train_transform is not None:
+                examples[position]["sample_key"] = keys[position]
+        return examples
+
+
+class ImageClassificationDataset(ImageExamples, torch.utils.data.Dataset):
+    """A `datasets` split; the augmentation of sample i in epoch e is seeded by (seed, e, i), on any process/worker."""
+
+    def set_epoch(self, epoch: int):
+        self.epoch.fill_(epoch)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict | None:
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: list[int]) -> list[dict | None]:
+        return self.examples(self.dataset[list(indices)], indices, [(int(self.epoch), index) for index in indices])
+
+
+class StreamingImageClassificationDataset(ImageExamples, torch.utils.data.IterableDataset):
+    """A streamed split; for training, cycled (one endless epoch of --max_steps), example i of pass p in dataloader
+    worker w seeded by (seed, p, w, i): a resume re-reads the stream to the same pixels."""
+
+    def __iter__(self):
+        worker_id = getattr(torch.utils.data.get_worker_info(), "id", 0)  # None in the main process
+        for pass_index in itertools.count() if self.train_transform is not None else [0]:
+            self.dataset.set_epoch(pass_index)  # reshuffles shards and buffer with seed + pass
+            position = -1
+            for position, example in enumerate(self.dataset):
+                rows = {name: [value] for name, value in example.items()}  # a batch of one
+                [result] = self.examples(rows, [position], [(pass_index, worker_id, position)])
+                if result is not None:
+                    yield result
+            if position == -1:
+                return  # this worker's share of the stream is empty
+
+
+class ImageCollator:
+    """Examples (None: unreadable, dropped) -> {"pixel_values": (B, 3, H, W), "labels": (B,) ids, or (B, num_labels)
+    soft targets after `batch_mix` (timm's `Mixup`), which draws under generators seeded by the batch's sample keys.
+    timm's `Mixup` pairs image i with image B-1-i, so an odd batch's last example (an epoch's last batch, or one that
+    lost an unreadable image) is left unmixed, its targets label-smoothed as the mixed ones (`mixup_target`)."""
+
+    def __init__(self, batch_mix=None, seed: int = 0):
+        self.batch_mix, self.seed = batch_mix, seed
+
+    def __call__(self, examples: list[dict | None]) -> dict[str, torch.Tensor]:
+        kept = [example for example in examples if example is not None]
+        if not kept:
+            raise RuntimeError("Every image of a batch was unreadable (named in the warnings above)")
+        batch = torch.utils.data.default_collate(kept)
+        keys = batch.pop("sample_key", None)  # training batches only
+        if self.batch_mix is None or keys is None:
+            return batch
+        mix, pixel_values, labels, paired = self.batch_mix, batch["pixel_values"], batch["labels"], len(kept) // 2 * 2
+        targets = mixup_target(labels, mix.num_classes, smoothing=mix.label_smoothing)  # kept for an odd one out
+        if paired:
+            with seeded_cpu_rng(derived_seed(self.seed, *torch.stack(keys, dim=1).flatten().tolist())):
+                pixel_values[:paired], targets[:paired] = mix(pixel_values[:paired], labels[:paired])
+        batch["labels"] = targets
+        return batch

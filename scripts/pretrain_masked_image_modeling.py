@@ -147,7 +147,7 @@ def build_model(model_args: ModelArguments):
 def collate(examples: list[dict | None]) -> dict[str, torch.Tensor]:
     kept = [example for example in examples if example is not None]  # unreadable images were warned about
     if not kept:
-        raise RuntimeError("Every image of a batch was unreadable (see the warnings above); use --check_images")
+        raise RuntimeError("Every image of a batch was unreadable (named in the warnings above)")
     return torch.utils.data.default_collate(kept)
 
 
@@ -201,9 +201,9 @@ def main(args: list[str] | None = None):
     )
 
     needed = [split for split, flag in SPLIT_FLAGS.items() if getattr(training_args, flag)]
-    with training_args.main_process_first(desc="loading and checking the dataset"):
+    with training_args.main_process_first(desc="loading the dataset"):
         dataset = load_image_dataset(
-            data_args, training_args.seed, model_args.cache_dir, model_args.token, needed, needs_labels=False
+            data_args, training_args.seed, model_args.cache_dir, model_args.token, needs_labels=False
         )
     kwargs = {"image_processor": image_processor, "masking_args": masking_args, "image_size": model_args.image_size}
     splits = {

@@ -1,26 +1,24 @@
 """Train or fine-tune an image classifier with the `Trainer`, as transformers' `run_image_classification.py` example
 (same argument names and flow): Vision Big Bird, or any `AutoConfig` peer (`--model_type swin|pvt_v2|convnext|vit`).
-Data, the `--recipe imagenet` flags, exact resume, multi-GPU commands and the output folder: docs/training.md.
+`--recipe imagenet` is DeiT/Swin's ImageNet-1k recipe, from timm (scripts/recipes/imagenet.json). Data, exact resume,
+multi-GPU commands and the output folder: docs/training.md.
 
     python scripts/train_image_classification.py --model_preset tiny --image_size 32 --min_crop_scale 0.5 \
         --output_dir runs/fmnist-tiny --do_train --do_eval --do_predict --num_train_epochs 10
 """
 
-import contextlib
-import itertools
-import json
 import logging
 import math
 import os
-import re
 import sys
 from dataclasses import dataclass
 
 import datasets
 import numpy as np
 import PIL.Image
+import safetensors.torch
+import timm
 import torch
-import torch.nn.functional as F
 import torchvision
 import transformers
 from huggingface_hub.errors import StrictDataclassError
@@ -29,44 +27,33 @@ from image_data import (
     SPLITS,
     DataTrainingArguments,
     EpochCallback,
-    derived_seed,
+    ImageClassificationDataset,
+    ImageCollator,
+    StreamingImageClassificationDataset,
     image_folder_files,
     load_image_dataset,
-    seeded_cpu_rng,
-    try_decode_rgb,
 )
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torchvision.transforms import InterpolationMode, v2
-from training_common import InvalidArgument, arg, check_local_path, detect_last_checkpoint, setup_logging
+from timm.data import Mixup, create_transform
+from timm.data.mixup import mixup_target
+from timm.loss import SoftTargetCrossEntropy
+from timm.utils import ModelEmaV3
+from training_common import (
+    InvalidArgument,
+    arg,
+    check_local_path,
+    detect_last_checkpoint,
+    parse_config_overrides,
+    parse_with_recipe,
+    save_resolved_arguments,
+    setup_logging,
+)
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, Trainer, TrainingArguments
-from transformers.image_utils import SizeDict, pil_torch_interpolation_mapping
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, SchedulerType
+from transformers.image_utils import SizeDict
 
 # importing the package registers Vision Big Bird with AutoConfig, AutoModelForImageClassification, AutoImageProcessor
 from vision_bigbird_hf import PRESETS, VisionBigBirdImageProcessor
 
 logger = logging.getLogger(__name__)
-
-# Swin's ImageNet-1k recipe (microsoft/Swin-Transformer configs) with DeiT's augmentation (facebookresearch/deit)
-IMAGENET_RECIPE = {
-    "min_crop_scale": 0.08,  # RandomResizedCrop scale (0.08, 1), bicubic: timm create_transform, DeiT, Swin
-    "rand_augment": "rand-m9-n2",  # Swin/DeiT AUTO_AUGMENT rand-m9-mstd0.5-inc1 (torchvision has no mstd noise)
-    "mixup_alpha": 0.8,  # Swin AUG.MIXUP, DeiT --mixup
-    "cutmix_alpha": 1.0,  # Swin AUG.CUTMIX, DeiT --cutmix
-    "mixup_switch_prob": 0.5,  # Swin AUG.MIXUP_SWITCH_PROB, DeiT --mixup-switch-prob: CutMix instead of Mixup
-    "random_erasing_prob": 0.25,  # Swin AUG.REPROB, DeiT --reprob (mode "pixel": random normal values)
-    "ema_decay": 0.0,  # Swin trains without EMA (MODEL_EMA False); DeiT's --model-ema-decay is 0.99996
-}
-IMAGENET_TRAINING_ARGUMENTS = {
-    "label_smoothing_factor": 0.1,  # Swin MODEL.LABEL_SMOOTHING, DeiT --smoothing
-    "weight_decay": 0.05,  # Swin TRAIN.WEIGHT_DECAY, DeiT --weight-decay; AdamW betas (0.9, 0.999), eps 1e-8
-    "max_grad_norm": 5.0,  # Swin TRAIN.CLIP_GRAD (DeiT: no clipping)
-    "lr_scheduler_type": "cosine_with_min_lr",
-    "lr_scheduler_kwargs": {"min_lr_rate": 0.01},  # down to Swin TRAIN.MIN_LR 5e-6 of TRAIN.BASE_LR 5e-4
-    "warmup_steps": 20 / 300,  # Swin TRAIN.WARMUP_EPOCHS 20 of TRAIN.EPOCHS 300, as a fraction of the run
-}
-IMAGENET_LEARNING_RATE_PER_1024_IMAGES = 1e-3  # Swin TRAIN.BASE_LR 5e-4 per 512 images, DeiT --lr 5e-4 per 512
-PRESET_DROP_PATH_RATE = {"tiny": 0.2, "small": 0.3, "base": 0.5}  # Swin-T/S/B's MODEL.DROP_PATH_RATE
 
 
 @dataclass
@@ -85,6 +72,7 @@ class ModelArguments:
     token: str | None = arg(None, "The token for remote files (default: the `hf auth login` one).")
     trust_remote_code: bool = arg(False, "Whether to trust the execution of code from models defined on the Hub.")
     ignore_mismatched_sizes: bool = arg(False, "Load a pretrained model whose head has another size.")
+    drop_path_rate: float | None = arg(None, "Stochastic depth of a new model (None: its config's default).")
 
     @property
     def hub_kwargs(self) -> dict:
@@ -94,16 +82,22 @@ class ModelArguments:
 
 @dataclass
 class RecipeArguments:
-    """The training recipe: augmentation, Mixup/CutMix and weight EMA. `--recipe imagenet` sets what is not given."""
+    """Augmentation (timm's `create_transform`), Mixup/CutMix (timm's `Mixup`), weight EMA (timm's `ModelEmaV3`) and the
+    learning-rate rule; `--recipe NAME` makes scripts/recipes/NAME.json's values the defaults of every flag."""
 
-    recipe: str = arg("none", "imagenet: DeiT/Swin's ImageNet-1k recipe, or none.", choices=["imagenet", "none"])
-    min_crop_scale: float = arg(0.08, "Smallest area fraction of RandomResizedCrop, in (0, 1].")
-    rand_augment: str | None = arg(None, "RandAugment in timm's notation, e.g. rand-m9-n2; none: off.")
+    recipe: str = arg("none", "A recipe of scripts/recipes/ (imagenet: DeiT/Swin's ImageNet-1k), or none.")
+    min_crop_scale: float = arg(0.08, "Smallest area fraction of the random resized crop, in (0, 1].")
+    auto_augment: str | None = arg(None, "timm's auto_augment, e.g. rand-m9-mstd0.5-inc1 (RandAugment); none: off.")
+    color_jitter: float = arg(0.0, "timm's colour jitter strength (timm skips it under RandAugment); 0: off.")
+    random_erasing_prob: float = arg(0.0, "Probability of timm's random erasing per image; 0: off.")
+    random_erasing_mode: str = arg("const", "What erasing fills in: const (zeros), rand (per channel) or pixel.")
     mixup_alpha: float = arg(0.0, "Mixup Beta(alpha, alpha); 0: off.")
     cutmix_alpha: float = arg(0.0, "CutMix Beta(alpha, alpha); 0: off.")
     mixup_switch_prob: float = arg(0.5, "With both Mixup and CutMix on, probability of CutMix.")
-    random_erasing_prob: float = arg(0.0, "Probability of random erasing per image; 0: off.")
-    ema_decay: float = arg(0.0, "Decay of a weight EMA, evaluated and saved; 0: off.")
+    ema_decay: float = arg(0.0, "Decay of a weight EMA (timm's ModelEmaV3), evaluated and saved; 0: off.")
+    learning_rate_per_1024_images: float = arg(
+        0.0, "Set --learning_rate to this x the global batch / 1024 (the anchors' linear scaling); 0: off."
+    )
 
 
 AT_LEAST_ONE = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps")
@@ -118,6 +112,10 @@ VALUE_RULES = {  # flag: (accepts its value, what "--flag value" must be)
     **dict.fromkeys(["mixup_alpha", "cutmix_alpha"], (lambda v: v >= 0, "must not be negative (0: off)")),
     **dict.fromkeys(["mixup_switch_prob", "random_erasing_prob"], (lambda v: 0 <= v <= 1, "must be in [0, 1]")),
     "ema_decay": (lambda v: 0 <= v < 1, "must be in [0, 1) (0: off)"),
+    "color_jitter": (lambda v: v >= 0, "must not be negative (0: off)"),
+    "random_erasing_mode": (lambda v: v in ("const", "rand", "pixel"), "must be const, rand or pixel"),
+    "drop_path_rate": (lambda v: v is None or 0 <= v < 1, "must be in [0, 1)"),
+    "learning_rate_per_1024_images": (lambda v: v >= 0, "must not be negative (0: off)"),
 }
 
 
@@ -141,9 +139,21 @@ def validate_arguments(model_args, data_args, recipe_args, training_args):
             raise InvalidArgument(f"--{flag} builds a new model; it cannot be used with --model_name_or_path")
     if model_args.model_preset is not None and model_args.model_type != "vision_bigbird":
         raise InvalidArgument(f"--model_preset is for --model_type vision_bigbird, not {model_args.model_type}")
-    parse_rand_augment(recipe_args.rand_augment)
-    if os.path.exists(training_args.output_dir) and not os.path.isdir(training_args.output_dir):
-        raise InvalidArgument(f"--output_dir {training_args.output_dir} is a file: give a folder to write the run to")
+    if recipe_args.auto_augment in ("none", ""):
+        recipe_args.auto_augment = None
+    try:  # timm parses its own notation: let it refuse what it does not know
+        create_transform(32, is_training=True, auto_augment=recipe_args.auto_augment)
+    except (AssertionError, ValueError, KeyError, IndexError) as error:
+        raise InvalidArgument(
+            f"--auto_augment {recipe_args.auto_augment} is not timm's notation ({type(error).__name__}: {error}); "
+            "e.g. rand-m9-mstd0.5-inc1 (RandAugment), augmix-m5, original"
+        ) from None
+    if recipe_args.learning_rate_per_1024_images and training_args.learning_rate != TrainingArguments.learning_rate:
+        raise InvalidArgument(
+            f"--learning_rate {training_args.learning_rate:g} and --learning_rate_per_1024_images "
+            f"{recipe_args.learning_rate_per_1024_images:g} both set the learning rate: give "
+            "--learning_rate_per_1024_images 0 to use --learning_rate"
+        )
     if model_args.model_name_or_path is not None:
         check_local_path("--model_name_or_path", model_args.model_name_or_path)
     classes = {}
@@ -159,50 +169,40 @@ def validate_arguments(model_args, data_args, recipe_args, training_args):
             )
 
 
-def resolve_recipe(recipe_args: RecipeArguments, training_args: TrainingArguments, given: set[str]):
-    """`--recipe imagenet`: its values for every recipe flag and `TrainingArguments` field not given explicitly."""
-    if recipe_args.recipe != "imagenet":
+def resolve_learning_rate(recipe_args: RecipeArguments, training_args: TrainingArguments):
+    """`--learning_rate_per_1024_images`: the anchors' linear scaling of the learning rate with the global batch."""
+    if recipe_args.learning_rate_per_1024_images == 0:
         return
-    for arguments, recipe in ((recipe_args, IMAGENET_RECIPE), (training_args, IMAGENET_TRAINING_ARGUMENTS)):
-        for name, value in recipe.items():
-            if name not in given and not (name == "lr_scheduler_kwargs" and "lr_scheduler_type" in given):
-                setattr(arguments, name, SchedulerType(value) if name == "lr_scheduler_type" else value)
-    if "learning_rate" not in given:
-        global_batch_size = training_args.per_device_train_batch_size * training_args.world_size
-        global_batch_size *= training_args.gradient_accumulation_steps
-        training_args.learning_rate = IMAGENET_LEARNING_RATE_PER_1024_IMAGES * global_batch_size / 1024
+    global_batch_size = training_args.per_device_train_batch_size * training_args.world_size
+    global_batch_size *= training_args.gradient_accumulation_steps
+    training_args.learning_rate = recipe_args.learning_rate_per_1024_images * global_batch_size / 1024
+    logger.info(
+        f"learning rate {training_args.learning_rate:g} = {recipe_args.learning_rate_per_1024_images:g} x global "
+        f"batch {global_batch_size} / 1024 (--learning_rate_per_1024_images)"
+    )
 
 
-def build_config(model_args: ModelArguments, recipe_args: RecipeArguments):
-    """The model config: the saved model's, or a new `--model_type` one (preset, recipe drop path, overrides)."""
+def build_config(model_args: ModelArguments):
+    """The model config: the saved model's, or a new `--model_type` one (preset, drop path, overrides on top)."""
     if model_args.model_name_or_path is not None:
         name = model_args.config_name or model_args.model_name_or_path
-        return AutoConfig.from_pretrained(name, **model_args.hub_kwargs)
+        overrides = {} if model_args.drop_path_rate is None else {"drop_path_rate": model_args.drop_path_rate}
+        return AutoConfig.from_pretrained(name, **model_args.hub_kwargs, **overrides)
     if model_args.model_type not in transformers.CONFIG_MAPPING:
         raise InvalidArgument(f"--model_type {model_args.model_type} is not an AutoConfig model type")
     config_class = transformers.CONFIG_MAPPING[model_args.model_type]
-    text = model_args.config_overrides
-    try:
-        overrides = json.loads(text) if text else {}
-    except json.JSONDecodeError as error:
-        raise InvalidArgument(
-            f"--config_overrides {text!r} is not valid JSON ({error}); give a JSON object such as "
-            '\'{"depths": [1, 1, 2, 1], "drop_path_rate": 0.1}\''
-        ) from None
-    if not isinstance(overrides, dict):
-        raise InvalidArgument(f"--config_overrides {text!r} must be a JSON object, not {type(overrides).__name__}")
+    overrides = parse_config_overrides(model_args.config_overrides)
     known_fields = set(config_class().to_dict()) | set(config_class.attribute_map)
     unknown = sorted(set(overrides) - known_fields)
     if unknown:
         raise InvalidArgument(f"--config_overrides: {unknown} are not fields of {config_class.__name__}")
     kwargs = {}
     if model_args.model_type == "vision_bigbird":
-        preset = model_args.model_preset or "tiny"
         if model_args.model_preset is None:
             logger.info("No --model_name_or_path or --model_preset: training the tiny preset from scratch")
-        kwargs |= PRESETS[preset]
-        if recipe_args.recipe == "imagenet":
-            kwargs["drop_path_rate"] = PRESET_DROP_PATH_RATE[preset]
+        kwargs |= PRESETS[model_args.model_preset or "tiny"]
+    if model_args.drop_path_rate is not None:
+        kwargs["drop_path_rate"] = model_args.drop_path_rate
     if model_args.image_size is not None and "image_size" in known_fields:
         default_size, size = config_class().image_size, model_args.image_size
         kwargs["image_size"] = type(default_size)((size, size)) if isinstance(default_size, (list, tuple)) else size
@@ -276,51 +276,33 @@ def build_model_and_image_processor(model_args: ModelArguments, config):
     return model, image_processor
 
 
-# timm's rand-m<0-10>[-n<ops>][-inc1][-mstd<std>]; inc1 is how torchvision's posterize and solarize already grow
-RAND_AUGMENT = re.compile(r"rand(?:-m0*(?P<m>10|\d)|-n(?P<n>0*[1-9]\d*)|-inc1|-(?P<mstd>mstd[\d.]*))*")
+def build_train_transform(image_processor, recipe_args: RecipeArguments):
+    """timm's `create_transform(is_training=True)` at the processor's crop size, filter, mean and std: one RGB PIL image
+    -> (3, h, w) float (random resized crop, flip, auto-augment or colour jitter, normalize, random erasing)."""
+    normalize = getattr(image_processor, "do_normalize", False)
+    mean, std = (image_processor.image_mean, image_processor.image_std) if normalize else ((0.0,) * 3, (1.0,) * 3)
+    return create_transform(
+        crop_size_of(image_processor),
+        is_training=True,
+        scale=(recipe_args.min_crop_scale, 1.0),
+        color_jitter=recipe_args.color_jitter or None,
+        auto_augment=recipe_args.auto_augment,
+        interpolation=PIL.Image.Resampling(image_processor.resample).name.lower(),
+        mean=tuple(mean),
+        std=tuple(std),
+        re_prob=recipe_args.random_erasing_prob,
+        re_mode=recipe_args.random_erasing_mode,
+    )
 
 
-def parse_rand_augment(spec: str | None) -> tuple[int, int] | None:
-    """timm's RandAugment notation ("rand-m9-n2", "rand-m9-mstd0.5-inc1") -> (num_ops, magnitude 0..10), or None."""
-    if spec is None or spec.lower() == "none":
+def build_batch_mix(recipe_args: RecipeArguments, num_labels: int, label_smoothing: float) -> Mixup | None:
+    """timm's `Mixup` (Mixup or CutMix per batch) with the label smoothing folded into its soft targets; None if off."""
+    if recipe_args.mixup_alpha == 0 and recipe_args.cutmix_alpha == 0:
         return None
-    match = RAND_AUGMENT.fullmatch(spec)
-    if match is None or match["m"] is None:
-        raise InvalidArgument(
-            f"--rand_augment {spec} is not timm's rand-m<magnitude 0-10>[-n<ops>][-inc1] notation, e.g. rand-m9-n2"
-        )
-    if match["mstd"]:
-        logger.warning(f"--rand_augment {spec}: {match['mstd']} ignored, torchvision's has no magnitude noise")
-    return int(match["n"] or 2), int(match["m"])
-
-
-def build_train_transform(image_processor, recipe_args: RecipeArguments) -> v2.Compose:
-    """One RGB PIL image -> (3, h, w) float: crop, flip, RandAugment, the processor's rescale/normalize, erasing."""
-    crop_size, interpolation = crop_size_of(image_processor), pil_torch_interpolation_mapping[image_processor.resample]
-    scale = (recipe_args.min_crop_scale, 1.0)
-    steps = [v2.RandomResizedCrop(crop_size, scale, interpolation=interpolation), v2.RandomHorizontalFlip()]
-    rand_augment = parse_rand_augment(recipe_args.rand_augment)
-    if rand_augment is not None:
-        # 11 bins make magnitude m mean m/10 of each op's range, as in timm; geometric ops fill with the mean color
-        fill = [round(255 * mean) for mean in image_processor.image_mean]
-        bilinear = InterpolationMode.BILINEAR
-        steps.append(v2.RandAugment(*rand_augment, num_magnitude_bins=11, interpolation=bilinear, fill=fill))
-    steps += [v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True)]
-    if getattr(image_processor, "do_normalize", False):
-        steps.append(v2.Normalize(mean=image_processor.image_mean, std=image_processor.image_std))
-    if recipe_args.random_erasing_prob > 0:
-        steps.append(v2.RandomErasing(p=recipe_args.random_erasing_prob, value="random"))
-    return v2.Compose(steps)
-
-
-def build_batch_mix(recipe_args: RecipeArguments, num_labels: int):
-    """Mixup and/or CutMix of a batch (torchvision `transforms.v2`), one picked per batch; None when both are off."""
-    mixup, cutmix, switch = recipe_args.mixup_alpha, recipe_args.cutmix_alpha, recipe_args.mixup_switch_prob
-    mixes = [v2.MixUp(alpha=mixup, num_classes=num_labels)] if mixup > 0 else []
-    mixes += [v2.CutMix(alpha=cutmix, num_classes=num_labels)] if cutmix > 0 else []
-    if len(mixes) == 2:
-        return v2.RandomChoice(mixes, p=[1 - switch, switch])
-    return mixes[0] if mixes else None
+    alphas = {"mixup_alpha": recipe_args.mixup_alpha, "cutmix_alpha": recipe_args.cutmix_alpha}
+    return Mixup(
+        **alphas, switch_prob=recipe_args.mixup_switch_prob, label_smoothing=label_smoothing, num_classes=num_labels
+    )
 
 
 def crop_size_of(image_processor) -> tuple[int, int]:
@@ -331,105 +313,21 @@ def crop_size_of(image_processor) -> tuple[int, int]:
     return (size["shortest_edge"],) * 2 if "shortest_edge" in size else (size["height"], size["width"])
 
 
-class ImageExamples:
-    """Both datasets: `datasets.Image` values -> {"pixel_values": (3, H, W), "labels": int} (None if unreadable); with
-    `train_transform`, augmented by a generator seeded by (seed, *key), the key kept as "sample_key" for mixing."""
+class SoftTargetLoss:
+    """The Trainer's `compute_loss_func`: timm's `SoftTargetCrossEntropy` on (B, num_labels) targets; label ids (eval,
+    or training without Mixup/CutMix) become label-smoothed one-hot targets first (timm's `mixup_target`)."""
 
-    def __init__(self, dataset, split, image_column, label_column, image_processor=None, train_transform=None, seed=0):
-        self.dataset = dataset.cast_column(image_column, datasets.Image(decode=False))
-        self.split, self.image_column_name, self.label_column_name = split, image_column, label_column
-        self.image_processor, self.train_transform, self.seed = image_processor, train_transform, seed
-        # the epoch in shared memory: `set_epoch` (at every epoch start) reaches persistent dataloader workers too
-        self.epoch = torch.zeros((), dtype=torch.int64).share_memory_()
-
-    def examples(self, rows: dict[str, list], indices: list[int], keys: list[tuple]) -> list[dict | None]:
-        pixel_values = {}  # position in the batch -> (3, H, W), or the RGB image until the processor has run
-        for position, (value, index) in enumerate(zip(rows[self.image_column_name], indices)):
-            image, error, name = try_decode_rgb(value, self.split, index)
-            if error:
-                logger.warning(f"Skipping unreadable image {name}: {error}")
-            elif self.train_transform is not None:
-                with seeded_cpu_rng(derived_seed(self.seed, *keys[position])):
-                    pixel_values[position] = self.train_transform(PIL.Image.fromarray(image)).as_subclass(torch.Tensor)
-            else:
-                pixel_values[position] = image
-        if self.train_transform is None and pixel_values:  # validation and test: the processor, as `pipeline` does
-            images = list(pixel_values.values())
-            batch = self.image_processor(images, input_data_format="channels_last", return_tensors="pt")
-            pixel_values = dict(zip(pixel_values, batch["pixel_values"]))
-        examples = [None] * len(indices)
-        for position, pixels in pixel_values.items():
-            examples[position] = {"pixel_values": pixels, "labels": rows[self.label_column_name][position]}
-            if self.train_transform is not None:
-                examples[position]["sample_key"] = keys[position]
-        return examples
-
-
-class ImageClassificationDataset(ImageExamples, torch.utils.data.Dataset):
-    """A `datasets` split; the augmentation of sample i in epoch e is seeded by (seed, e, i), on any process/worker."""
-
-    def set_epoch(self, epoch: int):
-        self.epoch.fill_(epoch)
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> dict | None:
-        return self.__getitems__([index])[0]
-
-    def __getitems__(self, indices: list[int]) -> list[dict | None]:
-        return self.examples(self.dataset[list(indices)], indices, [(int(self.epoch), index) for index in indices])
-
-
-class StreamingImageClassificationDataset(ImageExamples, torch.utils.data.IterableDataset):
-    """A streamed split; for training, cycled (one endless epoch of --max_steps), example i of pass p in dataloader
-    worker w seeded by (seed, p, w, i): a resume re-reads the stream to the same pixels."""
-
-    def __iter__(self):
-        worker_id = getattr(torch.utils.data.get_worker_info(), "id", 0)  # None in the main process
-        for pass_index in itertools.count() if self.train_transform is not None else [0]:
-            self.dataset.set_epoch(pass_index)  # reshuffles shards and buffer with seed + pass
-            position = -1
-            for position, example in enumerate(self.dataset):
-                rows = {name: [value] for name, value in example.items()}  # a batch of one
-                [result] = self.examples(rows, [position], [(pass_index, worker_id, position)])
-                if result is not None:
-                    yield result
-            if position == -1:
-                return  # this worker's share of the stream is empty
-
-
-class ImageCollator:
-    """Examples (None: dropped) -> {"pixel_values": (B, 3, H, W), "labels": (B,) or (B, num_labels) after mixing}."""
-
-    def __init__(self, batch_mix=None, seed: int = 0):
-        self.batch_mix, self.seed = batch_mix, seed
-
-    def __call__(self, examples: list[dict | None]) -> dict[str, torch.Tensor]:
-        kept = [example for example in examples if example is not None]
-        if not kept:
-            raise RuntimeError("Every image of a batch was unreadable (see the warnings above); use --check_images")
-        batch = torch.utils.data.default_collate(kept)
-        keys = batch.pop("sample_key", None)  # training batches only: mixed by a generator seeded by seed and keys
-        if self.batch_mix is not None and keys is not None:
-            with seeded_cpu_rng(derived_seed(self.seed, *torch.stack(keys, dim=1).flatten().tolist())):
-                batch["pixel_values"], batch["labels"] = self.batch_mix(batch["pixel_values"], batch["labels"])
-        return batch
-
-
-class SoftTargetCrossEntropy:
-    """The Trainer's `compute_loss_func`: label-smoothed cross-entropy against label ids or (B, num_labels) targets."""
-
-    def __init__(self, label_smoothing: float = 0.0):
-        self.label_smoothing = label_smoothing
+    def __init__(self, num_labels: int, label_smoothing: float):
+        self.num_labels, self.label_smoothing, self.loss = num_labels, label_smoothing, SoftTargetCrossEntropy()
 
     def __call__(self, outputs, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
-        logits, reduction = outputs["logits"].float(), "mean" if num_items_in_batch is None else "sum"
-        loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing, reduction=reduction)
+        elements_per_example = labels[0].numel()  # the Trainer counts label elements in `num_items_in_batch`
+        if not labels.is_floating_point():
+            labels = mixup_target(labels, self.num_labels, smoothing=self.label_smoothing)
+        loss = self.loss(outputs["logits"].float(), labels)
         if num_items_in_batch is None:
             return loss
-        # per example of the whole accumulated batch, as the Trainer's own losses; it counts label elements
-        return loss / (num_items_in_batch / labels[0].numel())
+        return loss * len(labels) / (num_items_in_batch / elements_per_example)  # per example of the accumulated batch
 
 
 def compute_metrics(eval_prediction) -> dict[str, float]:
@@ -437,64 +335,51 @@ def compute_metrics(eval_prediction) -> dict[str, float]:
     return {"accuracy": float(np.mean(np.argmax(eval_prediction.predictions, axis=1) == eval_prediction.label_ids))}
 
 
-class WeightEMA(transformers.TrainerCallback):
-    """Exponential moving average of the parameters after every optimizer step (the first update copies them)."""
+class ModelEmaCallback(transformers.TrainerCallback):
+    """timm's `ModelEmaV3` of the weights, updated after every optimizer step as timm's train.py does (the first update
+    copies the weights). Swapped into the model for each evaluation during training; saved as safetensors in every
+    checkpoint before the Trainer's files (its trainer_state.json, written last, marks a checkpoint complete), and read
+    back from the checkpoint a run resumes from."""
 
-    file_name = "ema_state.pt"
+    file_name = "model_ema.safetensors"
 
-    def __init__(self, model: torch.nn.Module, decay: float):
-        self.averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))
+    def __init__(self, decay: float, resume_from: str | None = None):
+        self.decay, self.resume_from, self.ema, self.live_weights = decay, resume_from, None, None
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.ema = ModelEmaV3(model, decay=self.decay)  # on the model's device, as the Trainer placed it
+        if self.resume_from is not None:
+            path = os.path.join(self.resume_from, self.file_name)
+            if not os.path.isfile(path):
+                raise InvalidArgument(
+                    f"--ema_decay is on but the checkpoint {self.resume_from} has no {self.file_name}"
+                )
+            safetensors.torch.load_model(self.ema.module, path, device=str(next(model.parameters()).device))
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
-        self.averaged.update_parameters(model)
+        self.ema.update(model, step=state.global_step)
+        self.on_epoch_end(args, state, control, model)
 
-    def load(self, folder: str):
-        path = os.path.join(folder, self.file_name)
-        if not os.path.isfile(path):
-            raise InvalidArgument(f"--ema_decay is on but the checkpoint {folder} has no {self.file_name}")
-        self.averaged.load_state_dict(torch.load(path, map_location=next(self.averaged.parameters()).device))
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):  # what the Trainer is about to do
+        if control.should_save:
+            self.save(args, state, overwrite=True)
+        if control.should_evaluate and self.live_weights is None:
+            self.live_weights = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+            model.load_state_dict(self.ema.module.state_dict())
 
-    def copy_to(self, model: torch.nn.Module, tensors=None):
-        """Copy the averaged parameters (or `tensors`) into `model`."""
-        with torch.no_grad():
-            for parameter, tensor in zip(model.parameters(), tensors or self.averaged.module.parameters()):
-                parameter.copy_(tensor)
+    def on_evaluate(self, args, state, control, model=None, **kwargs):
+        if self.live_weights is not None:  # training goes on from the live weights
+            model.load_state_dict(self.live_weights)
+            self.live_weights = None
 
-    @contextlib.contextmanager
-    def swapped_into(self, model: torch.nn.Module):
-        """The averaged weights in `model` inside the block, its live weights back after it."""
-        live = [parameter.detach().clone() for parameter in model.parameters()]
-        self.copy_to(model)
-        try:
-            yield
-        finally:  # also when evaluation raises, so training never goes on from the averaged weights
-            self.copy_to(model, live)
+    def on_save(self, args, state, control, **kwargs):
+        self.save(args, state)  # a checkpoint decided after evaluation (--save_strategy best)
 
-
-class ImageClassificationTrainer(Trainer):
-    """The `Trainer`, plus a weight EMA (when `ema_decay` > 0) used by `evaluate`/`predict` and kept in checkpoints."""
-
-    def __init__(self, *args, ema_decay: float = 0.0, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.ema = WeightEMA(self.model, ema_decay) if ema_decay > 0 else None
-        if self.ema is not None:
-            self.add_callback(self.ema)
-
-    def evaluate(self, *args, **kwargs):
-        with self.ema.swapped_into(self.model) if self.ema else contextlib.nullcontext():
-            return super().evaluate(*args, **kwargs)
-
-    def predict(self, *args, **kwargs):
-        with self.ema.swapped_into(self.model) if self.ema else contextlib.nullcontext():
-            return super().predict(*args, **kwargs)
-
-    def _save_checkpoint(self, model, trial):
-        # before the Trainer's files, so that trainer_state.json (written last) still marks a complete checkpoint
-        if self.ema is not None and self.args.should_save:
-            folder = os.path.join(self.args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+    def save(self, args, state, overwrite: bool = False):
+        folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+        if args.should_save and (overwrite or not os.path.isfile(os.path.join(folder, self.file_name))):
             os.makedirs(folder, exist_ok=True)
-            torch.save(self.ema.averaged.state_dict(), os.path.join(folder, WeightEMA.file_name))
-        super()._save_checkpoint(model, trial)
+            safetensors.torch.save_model(self.ema.module, os.path.join(folder, self.file_name))
 
 
 def num_examples(dataset) -> int | str:
@@ -507,19 +392,14 @@ def main(args: list[str] | None = None):
     # the CPU (as `accelerate launch --cpu` does); otherwise every process silently trains alone on the whole dataset.
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available():
         os.environ.setdefault("ACCELERATE_USE_CPU", "true")
-    parser = transformers.HfArgumentParser((ModelArguments, DataTrainingArguments, RecipeArguments, TrainingArguments))
-    if len(args) == 1 and args[0].endswith(".json"):
-        with open(args[0]) as file:
-            given = set(json.load(file))  # the names given explicitly: the recipe leaves them
-        model_args, data_args, recipe_args, training_args = parser.parse_json_file(json_file=os.path.abspath(args[0]))
-    else:
-        given = {word[2:].split("=")[0].replace("-", "_") for word in args if word.startswith("--")}
-        model_args, data_args, recipe_args, training_args = parser.parse_args_into_dataclasses(args=args)
+    argument_groups = (ModelArguments, DataTrainingArguments, RecipeArguments, TrainingArguments)
+    parser = transformers.HfArgumentParser(argument_groups, allow_abbrev=False)
+    model_args, data_args, recipe_args, training_args = parse_with_recipe(parser, args)  # a flag wins over the recipe
     setup_logging(training_args)
-    resolve_recipe(recipe_args, training_args, given)
     validate_arguments(model_args, data_args, recipe_args, training_args)
+    resolve_learning_rate(recipe_args, training_args)
     # Built before the dataset, so that bad overrides and too small images fail in seconds.
-    config = build_config(model_args, recipe_args)
+    config = build_config(model_args)
     check_image_size(model_args.image_size, config)
     if training_args.ddp_find_unused_parameters is None:
         training_args.ddp_find_unused_parameters = False  # every parameter gets a gradient (tests/test_model_*)
@@ -529,13 +409,14 @@ def main(args: list[str] | None = None):
 
     # The main process builds the dataset cache first; the others then read it instead of racing to write it.
     needed = [split for split, flag in SPLIT_FLAGS.items() if getattr(training_args, flag)]
-    with training_args.main_process_first(desc="loading and checking the dataset"):
-        dataset = load_image_dataset(data_args, training_args.seed, model_args.cache_dir, model_args.token, needed)
+    with training_args.main_process_first(desc="loading the dataset"):
+        dataset = load_image_dataset(data_args, training_args.seed, model_args.cache_dir, model_args.token)
     for split in [split for split in needed if split not in dataset]:
         raise InvalidArgument(f"--{SPLIT_FLAGS[split]} requires a {split} split; the dataset has {sorted(dataset)}")
     set_labels(config, next(iter(dataset.values())).features[data_args.label_column_name].names)
 
     model, image_processor = build_model_and_image_processor(model_args, config)
+    model_args.drop_path_rate = getattr(model.config, "drop_path_rate", model_args.drop_path_rate)  # as trained
     columns = (data_args.image_column_name, data_args.label_column_name)
     kwargs = {"image_processor": image_processor, "seed": training_args.seed}
     dataset_class = StreamingImageClassificationDataset if data_args.streaming else ImageClassificationDataset
@@ -546,28 +427,30 @@ def main(args: list[str] | None = None):
     (height, width), batch_size = crop_size_of(image_processor), training_args.per_device_train_batch_size
     world_batch_size = batch_size * training_args.world_size * training_args.gradient_accumulation_steps
     logger.info(
-        f"torch {torch.__version__}, torchvision {torchvision.__version__}, transformers {transformers.__version__}, "
-        f"datasets {datasets.__version__}; model {config.model_type} ({model.num_parameters() / 1e6:.2f}M parameters, "
-        f"{model.dtype}), {config.num_labels} labels, resolution {height}x{width}; batch size per device {batch_size} "
-        f"(eval {training_args.per_device_eval_batch_size}), global {world_batch_size}, learning rate "
-        f"{training_args.learning_rate:g}"
+        f"torch {torch.__version__}, torchvision {torchvision.__version__}, timm {timm.__version__}, transformers "
+        f"{transformers.__version__}, datasets {datasets.__version__}; model {config.model_type} "
+        f"({model.num_parameters() / 1e6:.2f}M parameters, {model.dtype}), {config.num_labels} labels, resolution "
+        f"{height}x{width}; batch size per device {batch_size} (eval {training_args.per_device_eval_batch_size}), "
+        f"global {world_batch_size}, learning rate {training_args.learning_rate:g}"
     )
-    recipe = ", ".join(f"{name}={getattr(recipe_args, name)}" for name in IMAGENET_RECIPE)
-    logger.info(f"augmentation: flip, {recipe}, label_smoothing_factor={training_args.label_smoothing_factor}")
+    if "train" in splits:
+        logger.info(f"train transform (timm): {splits['train'].train_transform}")
     logger.info("splits: " + ", ".join(f"{split} {num_examples(data)}" for split, data in dataset.items()))
 
     # The image column only becomes pixel_values in the dataset: the Trainer must not drop it beforehand.
     training_args.remove_unused_columns = False
-    trainer = ImageClassificationTrainer(
+    smoothing = training_args.label_smoothing_factor
+    ema = ModelEmaCallback(recipe_args.ema_decay) if recipe_args.ema_decay > 0 else None
+    trainer = Trainer(
         model=model,
         args=training_args,
         train_dataset=splits["train"] if training_args.do_train else None,
         eval_dataset=splits["validation"] if training_args.do_eval else None,
         compute_metrics=compute_metrics,
-        compute_loss_func=SoftTargetCrossEntropy(training_args.label_smoothing_factor),
+        compute_loss_func=SoftTargetLoss(config.num_labels, smoothing),
         processing_class=image_processor,
-        data_collator=ImageCollator(build_batch_mix(recipe_args, config.num_labels), training_args.seed),
-        ema_decay=recipe_args.ema_decay,
+        data_collator=ImageCollator(build_batch_mix(recipe_args, config.num_labels, smoothing), training_args.seed),
+        callbacks=[ema] if ema else None,
     )
     if training_args.do_train and not data_args.streaming:
         trainer.add_callback(EpochCallback(splits["train"]))
@@ -576,11 +459,11 @@ def main(args: list[str] | None = None):
     if training_args.do_train:
         if last_checkpoint is not None:
             logger.info(f"Resuming training from {last_checkpoint}")
-            if trainer.ema is not None:
-                trainer.ema.load(last_checkpoint)
+            if ema is not None:
+                ema.resume_from = last_checkpoint
         train_result = trainer.train(resume_from_checkpoint=last_checkpoint)
-        if trainer.ema is not None:
-            trainer.ema.copy_to(trainer.model)  # the averaged weights are the model saved and evaluated
+        if ema is not None:
+            trainer.model.load_state_dict(ema.ema.module.state_dict())  # the averaged weights: saved and evaluated
         trainer.save_model()
         if trainer.is_world_process_zero():
             image_processor.save_pretrained(training_args.output_dir)
@@ -594,6 +477,8 @@ def main(args: list[str] | None = None):
     for split, metrics in results.items():
         trainer.log_metrics(split, metrics)
         trainer.save_metrics(split, metrics)
+    if trainer.is_world_process_zero():  # every value the run used, recipe and flags resolved
+        save_resolved_arguments(training_args.output_dir, model_args, data_args, recipe_args, training_args)
 
     folders = data_args.train_dir or data_args.validation_dir or data_args.test_dir
     dataset_name = data_args.dataset_name or ("imagefolder" if folders else "fashion_mnist")

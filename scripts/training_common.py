@@ -14,7 +14,7 @@ import datasets
 import transformers
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
-from transformers import TrainingArguments
+from transformers import HfArgumentParser, TrainingArguments
 from transformers.trainer_utils import sort_checkpoints
 
 logger = logging.getLogger(__name__)
@@ -78,13 +78,8 @@ def parse_config_overrides(text: str | None, flag: str = "--config_overrides") -
     return overrides
 
 
-def read_recipe(parser: argparse.ArgumentParser, args: list[str]) -> dict:
-    """`--recipe NAME` on the command line: scripts/recipes/NAME.json's values become the parser's defaults, so any flag
-    given on the command line wins over the recipe (abbreviated flags are refused: build the parser with
-    `allow_abbrev=False`). Returns the recipe's values ({} for none)."""
-    recipe_parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    recipe_parser.add_argument("--recipe", default="none")
-    name = recipe_parser.parse_known_args(args)[0].recipe
+def recipe_values(name: str) -> dict:
+    """The "values" of scripts/recipes/NAME.json ({} for none); each has its source under "sources"."""
     if name == "none":
         return {}
     path = os.path.join(RECIPES_DIR, f"{name}.json")
@@ -92,9 +87,29 @@ def read_recipe(parser: argparse.ArgumentParser, args: list[str]) -> dict:
         known = sorted(file[:-5] for file in os.listdir(RECIPES_DIR) if file.endswith(".json"))
         raise InvalidArgument(f"--recipe {name}: no such recipe; choose none or one of {known}")
     with open(path) as file:
-        values = json.load(file)["values"]
+        return json.load(file)["values"]
+
+
+def read_recipe(parser: argparse.ArgumentParser, args: list[str]) -> dict:
+    """`--recipe NAME` on the command line: scripts/recipes/NAME.json's values become the parser's defaults, so any flag
+    given on the command line wins over the recipe (abbreviated flags are refused: build the parser with
+    `allow_abbrev=False`). Returns the recipe's values ({} for none)."""
+    recipe_parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    recipe_parser.add_argument("--recipe", default="none")
+    values = recipe_values(recipe_parser.parse_known_args(args)[0].recipe)
     parser.set_defaults(**values)
     return values
+
+
+def parse_with_recipe(parser: HfArgumentParser, args: list[str]) -> tuple:
+    """The dataclasses, from the command line (`read_recipe`, then the parser) or from one `.json` file of arguments
+    (as in transformers' examples), whose "recipe" fills what the file does not give."""
+    if len(args) == 1 and args[0].endswith(".json"):
+        with open(args[0]) as file:
+            given = json.load(file)
+        return parser.parse_dict({**recipe_values(given.get("recipe", "none")), **given})
+    read_recipe(parser, args)
+    return parser.parse_args_into_dataclasses(args=args)
 
 
 def save_resolved_arguments(output_dir: str, *arguments):

@@ -43,7 +43,7 @@ def test_abbreviations_and_unknown_recipes_are_refused(recipes):
         parse(["--recipe", "imagenet"])
 
 
-@pytest.mark.parametrize("name", ["simmim", "ade20k"])
+@pytest.mark.parametrize("name", ["simmim", "ade20k", "imagenet"])
 def test_shipped_recipes_cite_every_value(name):
     with open(f"{training_common.RECIPES_DIR}/{name}.json") as file:
         recipe = json.load(file)

@@ -2,7 +2,7 @@
 Exact resume of `scripts/train_image_classification.py`: a real training process is killed with SIGKILL after its
 first checkpoint, resumed with `--resume_from_checkpoint`, and must end with bit-identical weights (`torch.equal`) to
 an uninterrupted run with the same seed. The runs use the whole ImageNet recipe (RandAugment, Mixup/CutMix, random
-erasing, label smoothing, stochastic depth, weight EMA), dataloader workers, and cross epoch boundaries; on one
+erasing from timm, label smoothing, stochastic depth, timm's weight EMA), dataloader workers, and cross epoch boundaries; on one
 process, and with two (torchrun, CPU gloo DDP, with gradient accumulation: also the scale-out check of the recipe).
 """
 
@@ -24,7 +24,6 @@ from training_utils import (
     script_env,
 )
 
-
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
 
@@ -41,7 +40,7 @@ def recipe_args(train_dir, output_dir, max_steps: int, extra: list[str]) -> list
         "--do_train",
         "--recipe", "imagenet",
         "--ema_decay", "0.8",
-        "--learning_rate", "2e-3",
+        "--learning_rate_per_1024_images", "0.5",
         "--max_steps", str(max_steps),
         "--save_steps", "3",
         "--per_device_train_batch_size", "4",
@@ -62,17 +61,16 @@ def complete_checkpoints(output_dir) -> list[int]:
 
 def kill_after_first_checkpoint(args: list[str], output_dir, cache_dir, launcher: list[str]) -> int:
     """Start the script, SIGKILL its whole process group once a checkpoint is complete; the step it can resume from."""
-    log = open(output_dir.parent / f"{output_dir.name}.log", "w")
-    process = subprocess.Popen(
-        [*launcher, str(SCRIPT), *args], env=script_env(cache_dir), stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 600
-    while not complete_checkpoints(output_dir) and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    log.close()
+    with open(output_dir.parent / f"{output_dir.name}.log", "w") as log:
+        process = subprocess.Popen(
+            [*launcher, str(SCRIPT), *args], env=script_env(cache_dir), stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 600
+        while not complete_checkpoints(output_dir) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
     assert process.returncode == -signal.SIGKILL, (output_dir.parent / f"{output_dir.name}.log").read_text()[-4000:]
     assert not (output_dir / "model.safetensors").exists(), "the run finished before it was killed"
     return complete_checkpoints(output_dir)[-1]
@@ -86,6 +84,7 @@ def check_resume_is_exact(train_dir, tmp_path, max_steps: int, extra: list[str],
     step = kill_after_first_checkpoint(args, interrupted, tmp_path / "cache", launcher)
     assert step < max_steps
     checkpoint = interrupted / f"checkpoint-{step}"
+    assert (checkpoint / "model_ema.safetensors").is_file()  # the EMA, written before trainer_state.json
     _, output = run_script([*args, "--resume_from_checkpoint", str(checkpoint)], tmp_path / "cache", launcher)
     assert f"Resuming training from {checkpoint}" in output
 

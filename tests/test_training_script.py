@@ -48,10 +48,10 @@ def image_folders(tmp_path_factory) -> dict:
 
 
 BAD_ARGUMENTS = [
-    (["--config_overrides", '{"hidden_sizes": [16,32,64,128'], "--config_overrides .* is not valid JSON"),
-    (["--config_overrides", "hidden_sizes=[16,32,64,128]"], "--config_overrides .* is not valid JSON"),
-    (["--config_overrides", '{"depths": [1,1,1,1]} trailing'], "--config_overrides .* is not valid JSON"),
-    (["--config_overrides", "[1, 2]"], "--config_overrides .* must be a JSON object"),
+    (["--config_overrides", '{"hidden_sizes": [16,32,64,128'], "--config_overrides is not valid JSON"),
+    (["--config_overrides", "hidden_sizes=[16,32,64,128]"], "--config_overrides is not valid JSON"),
+    (["--config_overrides", '{"depths": [1,1,1,1]} trailing'], "--config_overrides is not valid JSON"),
+    (["--config_overrides", "[1, 2]"], "--config_overrides must be a JSON object"),
     (["--config_overrides", '{"hiden_sizes": [1, 2]}'], r"--config_overrides: \['hiden_sizes'\] are not fields"),
     (["--config_overrides", '{"depths": [1, 1]}'], "--config_overrides: depths has 2 entries"),
     (["--num_train_epochs", "-1"], "--num_train_epochs -1.0 must not be negative"),
@@ -65,7 +65,9 @@ BAD_ARGUMENTS = [
     (["--model_type", "swin", "--image_size", "16"], "--image_size 16 is below the swin model's minimum of 32"),
     (["--model_type", "swin", "--model_preset", "small"], "--model_preset is for --model_type vision_bigbird"),
     (["--model_type", "no_such_model"], "--model_type no_such_model is not an AutoConfig model type"),
-    (["--rand_augment", "rand-x9"], "--rand_augment rand-x9 is not timm's"),
+    (["--auto_augment", "rand-x9"], "--auto_augment rand-x9 is not timm's notation"),
+    (["--random_erasing_mode", "noise"], "--random_erasing_mode noise must be const, rand or pixel"),
+    (["--drop_path_rate", "1.5"], r"--drop_path_rate 1.5 must be in \[0, 1\)"),
     (["--mixup_alpha", "-1"], "--mixup_alpha -1.0 must not be negative"),
     (["--ema_decay", "1"], r"--ema_decay 1.0 must be in \[0, 1\)"),
 ]
@@ -105,14 +107,16 @@ def test_a_bad_argument_exits_non_zero_with_one_line_naming_the_flag(tmp_path):
 
 def test_json_config_overrides_reach_the_config():
     model_args = script.ModelArguments(model_preset="small", config_overrides=json.dumps(TINY_CONFIG), image_size=32)
-    config = script.build_config(model_args, script.RecipeArguments(recipe="none"))
+    config = script.build_config(model_args)
     assert (config.hidden_sizes, config.depths, config.num_heads) == ([24, 48, 72, 96], [1] * 4, [3] * 4)
     assert config.image_size == 32 and config.drop_path_rate == 0.1  # the library's default without the recipe
+    model_args.drop_path_rate = 0.3
+    assert script.build_config(model_args).drop_path_rate == 0.3
 
 
 def test_no_model_argument_trains_the_tiny_preset_and_says_so(caplog):
     with caplog.at_level(logging.INFO, logger=script.logger.name):
-        config = script.build_config(script.ModelArguments(), script.RecipeArguments(recipe="none"))
+        config = script.build_config(script.ModelArguments())
     assert (config.hidden_sizes, config.depths) == ([96, 192, 384, 768], [2, 2, 6, 2])  # Swin-T sized
     assert "training the tiny preset from scratch" in caplog.text
 
@@ -169,7 +173,7 @@ def test_every_mode_becomes_the_rgb_the_image_processor_makes(tmp_path):
         # the evaluation path of the script: decoded, then the image processor
         rows = script.datasets.Dataset.from_dict({"image": [str(path)], "label": [0]})
         rows = rows.cast_column("image", script.datasets.Image())
-        evaluation = script.ImageClassificationDataset(rows, "validation", "image", "label", image_processor)
+        evaluation = image_data.ImageClassificationDataset(rows, "validation", "image", "label", image_processor)
         torch.testing.assert_close(evaluation[0]["pixel_values"], expected, rtol=0, atol=0, msg=name)
         assert decoded.shape[2] == 3 and decoded.dtype == np.uint8
     rgba = image_data.decode_rgb({"path": str(tmp_path / "rgba.png"), "bytes": None})
@@ -183,20 +187,18 @@ def test_unreadable_image_met_during_training_is_skipped_with_its_name(tmp_path,
     dataset = image_data.load_dataset("imagefolder", data_files={"train": str(folder / "**")}, cache_dir=str(tmp_path))
     image_processor = vision_bigbird_hf.VisionBigBirdImageProcessor()
     script.override_image_size(image_processor, 32)
-    recipe_args = script.RecipeArguments()
-    script.resolve_recipe(recipe_args, script.TrainingArguments(output_dir="unused", report_to="none"), set())
-    train = script.ImageClassificationDataset(
+    train = image_data.ImageClassificationDataset(
         dataset["train"],
         "train",
         "image",
         "label",
-        train_transform=script.build_train_transform(image_processor, recipe_args),
+        train_transform=script.build_train_transform(image_processor, script.RecipeArguments()),
     )
-    with caplog.at_level(logging.WARNING, logger=script.logger.name):
+    with caplog.at_level(logging.WARNING, logger=image_data.logger.name):
         examples = train.__getitems__(list(range(len(train))))
     assert sum(example is None for example in examples) == 1
     assert f"Skipping unreadable image {truncated}" in caplog.text
-    batch = script.ImageCollator()(examples)
+    batch = image_data.ImageCollator()(examples)
     assert batch["pixel_values"].shape == (5, 3, 32, 32) and batch["labels"].shape == (5,)
 
 
@@ -219,13 +221,14 @@ def test_corrupt_and_odd_files_train_to_the_end_through_the_command_line(tmp_pat
         "--per_device_train_batch_size", "4",
         "--report_to", "none",
     ]  # fmt: skip
-    _, output = run_script(args, cache_dir=tmp_path / "cache")
+    _, output = run_script(args + ["--recipe", "imagenet", "--learning_rate_per_1024_images", "1"], tmp_path / "cache")
 
-    assert "1 unreadable image(s) in" in output and str(truncated) in output and "truncated" in output
-    total = 3 * 4 + len(images_of_every_mode(np.random.default_rng(1)))  # readable images
+    assert f"Skipping unreadable image {truncated}: OSError: image file is truncated" in output
+    total = 3 * 4 + len(images_of_every_mode(np.random.default_rng(1))) + 1  # the truncated one too
     train_samples = read_json(output_dir / "train_results.json")["train_samples"]
     assert train_samples + read_json(output_dir / "eval_results.json")["eval_samples"] == total
-    assert read_json(output_dir / "trainer_state.json")["global_step"] == math.ceil(train_samples / 4)
+    assert read_json(output_dir / "trainer_state.json")["global_step"] == math.ceil(train_samples / 4)  # to the end
+    assert (output_dir / "model.safetensors").is_file()
 
 
 # ---- Building blocks ---------------------------------------------------------------------------
@@ -234,9 +237,7 @@ def test_corrupt_and_odd_files_train_to_the_end_through_the_command_line(tmp_pat
 def test_train_transform_normalizes_like_the_processor():
     image_processor = vision_bigbird_hf.VisionBigBirdImageProcessor()
     script.override_image_size(image_processor, 32)
-    recipe_args = script.RecipeArguments(min_crop_scale=0.5)
-    script.resolve_recipe(recipe_args, script.TrainingArguments(output_dir="unused", report_to="none"), set())
-    train_transform = script.build_train_transform(image_processor, recipe_args)
+    train_transform = script.build_train_transform(image_processor, script.RecipeArguments(min_crop_scale=0.5))
     gray = Image.new("RGB", (28, 28), (51, 102, 204))  # any crop or flip of a constant image is the same image
     expected = (torch.tensor([51, 102, 204]) / 255 - torch.tensor(image_processor.image_mean)) / torch.tensor(
         image_processor.image_std
@@ -344,7 +345,7 @@ def test_fine_tuning_a_saved_model_on_a_new_label_set(image_folder_run):
     output_dir, _ = image_folder_run
     saved = AutoModelForImageClassification.from_pretrained(output_dir)
     model_args = script.ModelArguments(model_name_or_path=str(output_dir), ignore_mismatched_sizes=True)
-    config = script.build_config(model_args, script.RecipeArguments(recipe="none"))
+    config = script.build_config(model_args)
     script.set_labels(config, FASHION_MNIST_CLASSES)
     model, image_processor = script.build_model_and_image_processor(model_args, config)
 
@@ -509,7 +510,7 @@ def test_a_notes_file_beside_the_classes_is_not_data(tmp_path):
 
 
 @pytest.mark.parametrize("unreadable", ["train", "validation"])
-def test_a_split_without_a_readable_image_is_an_error_naming_it(tmp_path, unreadable):
+def test_a_split_without_a_readable_image_is_an_error_naming_its_files(tmp_path, unreadable, caplog):
     """Before the fix: every training image unreadable failed in torch (`num_samples=0`); every validation image
     unreadable gave `--do_eval` exit 0 and no accuracy."""
     folders = {
@@ -518,11 +519,21 @@ def test_a_split_without_a_readable_image_is_an_error_naming_it(tmp_path, unread
     }
     for path in folders[unreadable].rglob("*.png"):
         path.write_bytes(b"not a png")
-    data_args = script.DataTrainingArguments(
-        train_dir=str(folders["train"]), validation_dir=str(folders["validation"])
-    )
-    with pytest.raises(script.InvalidArgument, match=f"the {unreadable} split has no readable image"):
-        script.load_image_dataset(data_args, seed=0, cache_dir=str(tmp_path / "cache"))
+    args = [*TINY_MODEL_ARGS, "--train_dir", str(folders["train"]), "--validation_dir", str(folders["validation"])]
+    args += [
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--do_train",
+        "--do_eval",
+        "--max_steps",
+        "1",
+        "--report_to",
+        "none",
+    ]
+    unread = pytest.raises(RuntimeError, match="Every image of a batch was unreadable")
+    with caplog.at_level(logging.WARNING, logger=image_data.logger.name), unread:
+        script.main(args + ["--cache_dir", str(tmp_path / "cache")])
+    assert f"Skipping unreadable image {next(folders[unreadable].rglob('*.png'))}" in caplog.text
 
 
 def test_16bit_grayscale_png_in_a_training_folder_is_not_white(tmp_path):
