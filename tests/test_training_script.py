@@ -30,6 +30,7 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification, Ev
 from transformers.image_transforms import convert_to_rgb
 
 import vision_bigbird_hf
+from vision_bigbird_hf import PRESETS
 
 has_fashion_mnist = os.path.isfile(os.path.join(DEFAULT_FASHION_MNIST_DIR, "train-images-idx3-ubyte.gz"))
 requires_fashion_mnist = pytest.mark.skipif(not has_fashion_mnist, reason="dataset-fashion-mnist not installed")
@@ -109,7 +110,7 @@ def test_json_config_overrides_reach_the_config():
     model_args = script.ModelArguments(model_preset="small", config_overrides=json.dumps(TINY_CONFIG), image_size=32)
     config = script.build_config(model_args)
     assert (config.hidden_sizes, config.depths, config.num_heads) == ([24, 48, 72, 96], [1] * 4, [3] * 4)
-    assert config.image_size == 32 and config.drop_path_rate == 0.1  # the library's default without the recipe
+    assert config.image_size == 32 and config.drop_path_rate == PRESETS["small"]["drop_path_rate"]  # the preset's
     model_args.drop_path_rate = 0.3
     assert script.build_config(model_args).drop_path_rate == 0.3
 
