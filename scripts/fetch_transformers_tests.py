@@ -18,7 +18,6 @@ from pathlib import Path
 
 import transformers
 
-
 DEFAULT_DEST = Path(__file__).resolve().parent.parent / ".cache" / "transformers_tests"
 
 # Stand-ins for modules that `tests/test_*_common.py` import but the sdist does not contain.
@@ -52,8 +51,19 @@ def fetch(dest: Path = DEFAULT_DEST) -> Path:
         return dest
     with tempfile.TemporaryDirectory() as download_dir:
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-             f"transformers=={transformers.__version__}", "-d", download_dir],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                f"transformers=={transformers.__version__}",
+                "-d",
+                download_dir,
+            ],
             check=True,
         )
         (archive,) = Path(download_dir).glob("transformers-*.tar.gz")

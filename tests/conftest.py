@@ -15,7 +15,6 @@ import pytest
 import torch
 import transformers
 
-
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MIXINS_MARKER = REPO_ROOT / ".cache" / "transformers_tests" / "hf_common" / f".transformers-{transformers.__version__}"
 

@@ -298,7 +298,7 @@ def test_docs_snippet_puts_classifier_weights_into_the_upernet_backbone(tmp_path
     snippet = docs_python_block("snippet: backbone-weights")
     snippet = snippet.replace("runs/demo-fashion-mnist", str(tmp_path / "classifier"))
     namespace = {}
-    exec(compile(snippet, str(DOCS), "exec"), namespace)
+    exec(compile(snippet, str(DOCS), "exec"), namespace)  # noqa: S102 (the docs snippet, run as a reader would)
     model = namespace["model"]
     assert isinstance(model, UperNetForSemanticSegmentation)
 

@@ -29,7 +29,7 @@ def test_compact_json_round_trips_and_keeps_leaves_on_one_line():
     value = {"a": {"b": {"c": {"d": [1, 2], "e": 0.5}}, "f": "x"}, "g": [1, {"h": 2}]}
     text = benchmark.compact_json(value)
     assert json.loads(text) == value
-    assert '"c": {"d": [1, 2], "e": 0.5}' in text                                  # depth 3 stays inline
+    assert '"c": {"d": [1, 2], "e": 0.5}' in text  # depth 3 stays inline
 
 
 @pytest.mark.parametrize(
@@ -64,9 +64,29 @@ def test_peers_have_the_size_of_vision_bigbird_tiny():
 @pytest.mark.slow
 def test_quick_run_through_the_command_line(tmp_path):
     command = [
-        sys.executable, str(SCRIPTS / "benchmark.py"), "--device", "cpu", "--quick", "--threads", "1",
-        "--models", "VBB-T", "Swin-T", "--resolutions", "224", "256", "--batch_size", "2", "--train_batch_size", "1",
-        "--output_dir", str(tmp_path / "out"), "--raw_json", str(tmp_path / "raw.json"), "--export", "--profile",
+        sys.executable,
+        str(SCRIPTS / "benchmark.py"),
+        "--device",
+        "cpu",
+        "--quick",
+        "--threads",
+        "1",
+        "--models",
+        "VBB-T",
+        "Swin-T",
+        "--resolutions",
+        "224",
+        "256",
+        "--batch_size",
+        "2",
+        "--train_batch_size",
+        "1",
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--raw_json",
+        str(tmp_path / "raw.json"),
+        "--export",
+        "--profile",
     ]
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run(command, check=True, cwd=tmp_path, env=environment, capture_output=True, text=True)
@@ -83,11 +103,20 @@ def test_quick_run_through_the_command_line(tmp_path):
         assert results["latency"]["256"][name]["gmacs"] > results["latency"]["224"][name]["gmacs"]
     assert any("scaled_dot_product" in op for op in results["sdpa_kernels"]["VBB-T"]["float32"])
     assert {row["module"] for row in results["profile"]["VBB-T"]["modules"]} >= {
-        "VisionBigBirdRSWinHeads", "VisionBigBirdGlobalHeads", "VisionBigBirdConvHeads"}
+        "VisionBigBirdRSWinHeads",
+        "VisionBigBirdGlobalHeads",
+        "VisionBigBirdConvHeads",
+    }
     assert set(results["export"]["latency"]) == {"224", "256"}
     raw = json.loads((tmp_path / "raw.json").read_text())
     assert len(raw["throughput"]["float32/VBB-T"]) == results["arguments"]["repeats"]
     markdown = (tmp_path / "out" / "benchmark_results.md").read_text()
-    for heading in ("## Throughput", "## Batch-1 latency", "## Batch-1 peak forward memory", "## SDPA kernels",
-                    "## torch.export", "## Profile: VBB-T"):
+    for heading in (
+        "## Throughput",
+        "## Batch-1 latency",
+        "## Batch-1 peak forward memory",
+        "## SDPA kernels",
+        "## torch.export",
+        "## Profile: VBB-T",
+    ):
         assert heading in markdown

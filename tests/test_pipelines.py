@@ -10,7 +10,6 @@ from transformers import pipeline
 
 from vision_bigbird_hf import VisionBigBirdConfig, VisionBigBirdForImageClassification, VisionBigBirdImageProcessor
 
-
 LABELS = {0: "cat", 1: "astronaut", 2: "coffee", 3: "rocket"}
 
 
@@ -20,7 +19,9 @@ def saved_folder(tmp_path_factory):
     torch.manual_seed(0)
     model = VisionBigBirdForImageClassification(VisionBigBirdConfig(**tiny_config_kwargs(id2label=LABELS)))
     model.save_pretrained(folder)
-    VisionBigBirdImageProcessor(size={"shortest_edge": 72}, crop_size={"height": 64, "width": 64}).save_pretrained(folder)
+    VisionBigBirdImageProcessor(size={"shortest_edge": 72}, crop_size={"height": 64, "width": 64}).save_pretrained(
+        folder
+    )
     return folder
 
 
@@ -28,7 +29,9 @@ def saved_folder(tmp_path_factory):
 def photos(tmp_path_factory):
     """Real photos shipped with scikit-image, as PIL images and as PNG files."""
     folder = tmp_path_factory.mktemp("photos")
-    images = {name: Image.fromarray(getattr(skimage_data, name)()) for name in ("chelsea", "astronaut", "coffee", "rocket")}
+    images = {
+        name: Image.fromarray(getattr(skimage_data, name)()) for name in ("chelsea", "astronaut", "coffee", "rocket")
+    }
     paths = {}
     for name, image in images.items():
         paths[name] = str(folder / f"{name}.png")

@@ -11,7 +11,6 @@ import torch
 from PIL import Image, ImageDraw
 from safetensors.torch import load_file
 
-
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = REPO_ROOT / "scripts" / "train_image_classification.py"
 # A few blocks with every head group present in every stage (one conv, one RS-Win, one global head)
@@ -55,7 +54,7 @@ def run_script(args: list[str], cache_dir: Path, launcher: list[str] | None = No
     """Run the script (with `launcher`, e.g. torchrun, in front), offline; (return code, output)."""
     command = (launcher or [sys.executable]) + [str(SCRIPT), *args]
     result = subprocess.run(
-        command, env=script_env(cache_dir), cwd=REPO_ROOT, capture_output=True, text=True, timeout=600
+        command, check=False, env=script_env(cache_dir), cwd=REPO_ROOT, capture_output=True, text=True, timeout=600
     )
     output = result.stdout + result.stderr
     if check:
