@@ -227,6 +227,33 @@ class SeededImageDataset(torch.utils.data.Dataset):
         raise NotImplementedError
 
 
+class StreamingSeededImageDataset(torch.utils.data.IterableDataset):
+    """The streamed twin of `SeededImageDataset`: `endless` (training) cycles the stream, one endless epoch of
+    --max_steps; example i of pass p in dataloader worker w is seeded by (seed, p, w, i), so a resume re-reads the
+    stream to the same pixels."""
+
+    def __init__(self, dataset, image_column: str, seed: int, endless: bool):
+        self.dataset = dataset.cast_column(image_column, datasets.Image(decode=False))
+        self.image_column, self.seed, self.endless = image_column, seed, endless
+
+    def __iter__(self):
+        worker_id = getattr(torch.utils.data.get_worker_info(), "id", 0)  # None in the main process
+        for pass_index in itertools.count() if self.endless else [0]:
+            self.dataset.set_epoch(pass_index)  # reshuffles shards and buffer with seed + pass
+            position = -1
+            for position, row in enumerate(self.dataset):
+                image, error, name = try_decode_rgb(row[self.image_column], "stream", position)
+                if error:
+                    logger.warning(f"Skipping unreadable image {name}: {error}")
+                    continue
+                yield self.example(image, derived_seed(self.seed, pass_index, worker_id, position))
+            if position == -1:
+                return  # this worker's share of the stream is empty
+
+    def example(self, image: np.ndarray, sample_seed: int) -> dict:
+        raise NotImplementedError
+
+
 class ImageExamples:
     """A classifier's examples: `datasets.Image` values -> {"pixel_values": (3, H, W), "labels": int} (None if
     unreadable, named in a warning); with `train_transform`, augmented under generators seeded by (seed, *key), the key

@@ -16,11 +16,13 @@ import numpy as np
 import PIL.Image
 import torch
 import transformers
+from datasets import Dataset
 from image_data import (
     SPLIT_FLAGS,
     DataTrainingArguments,
     EpochCallback,
     SeededImageDataset,
+    StreamingSeededImageDataset,
     load_image_dataset,
     seeded_cpu_rng,
 )
@@ -85,12 +87,12 @@ class MaskGenerator:
         return torch.from_numpy(mask.repeat(self.scale, axis=0).repeat(self.scale, axis=1).flatten())  # (N,)
 
 
-class MaskedImageDataset(SeededImageDataset):
+class MaskedImages:
     """{"pixel_values": (3, S, S), "bool_masked_pos": (N,)}: SimMIM's crop, flip and normalization, and a mask, drawn
-    by generators seeded by (seed, epoch, index), so a resumed run sees the same pixels and masks."""
+    by generators seeded per sample by the dataset (seed, epoch, index), so a resumed run sees the same pixels and
+    masks; held-out splits stay at epoch 0: the same crop and mask of each image at every evaluation."""
 
-    def __init__(self, dataset, image_column, image_processor, masking_args, image_size, seed, train):
-        super().__init__(dataset, image_column, seed)
+    def set_up(self, image_processor, masking_args: "MaskingArguments", image_size: int, train: bool):
         scale = (masking_args.min_crop_scale, 1.0) if train else (1.0, 1.0)
         self.transform = v2.Compose([
             v2.RandomResizedCrop(image_size, scale=scale, ratio=(3 / 4, 4 / 3), interpolation=v2.InterpolationMode.BICUBIC),
@@ -102,7 +104,6 @@ class MaskedImageDataset(SeededImageDataset):
         self.mask_generator = MaskGenerator(image_size, masking_args.mask_patch_size, masking_args.mask_ratio)
 
     def example(self, image: np.ndarray, sample_seed: int) -> dict:
-        """Held-out splits stay at epoch 0: the same crop and mask of each image at every evaluation."""
         with seeded_cpu_rng(sample_seed):
             pixel_values = self.transform(PIL.Image.fromarray(image)).as_subclass(torch.Tensor)
         return {
@@ -111,7 +112,19 @@ class MaskedImageDataset(SeededImageDataset):
         }
 
 
-def validate_arguments(model_args: ModelArguments, masking_args: MaskingArguments, training_args: TrainingArguments):
+class MaskedImageDataset(MaskedImages, SeededImageDataset):
+    def __init__(self, dataset, image_column, image_processor, masking_args, image_size, seed, train):
+        SeededImageDataset.__init__(self, dataset, image_column, seed)
+        self.set_up(image_processor, masking_args, image_size, train)
+
+
+class StreamingMaskedImageDataset(MaskedImages, StreamingSeededImageDataset):
+    def __init__(self, dataset, image_column, image_processor, masking_args, image_size, seed, train):
+        StreamingSeededImageDataset.__init__(self, dataset, image_column, seed, endless=train)
+        self.set_up(image_processor, masking_args, image_size, train)
+
+
+def validate_arguments(model_args, data_args: DataTrainingArguments, masking_args, training_args: TrainingArguments):
     size, patch = model_args.image_size, masking_args.mask_patch_size
     if size < ENCODER_STRIDE or size % ENCODER_STRIDE:
         raise InvalidArgument(f"--image_size {size} must be a positive multiple of {ENCODER_STRIDE} (the last stride)")
@@ -128,6 +141,10 @@ def validate_arguments(model_args: ModelArguments, masking_args: MaskingArgument
                 raise InvalidArgument(f"--{flag} builds a new model; it cannot be used with --model_name_or_path")
     if training_args.do_train and training_args.max_steps == 0:
         raise InvalidArgument("--max_steps 0 must be positive (or -1: use epochs)")
+    if data_args.streaming and data_args.dataset_name is None and data_args.train_dir is None:
+        raise InvalidArgument("--streaming needs --dataset_name or --train_dir (Fashion-MNIST is built in memory)")
+    if data_args.streaming and training_args.do_train and training_args.max_steps < 1:
+        raise InvalidArgument("--streaming has no dataset length to count epochs with: give --max_steps")
 
 
 def build_model(model_args: ModelArguments):
@@ -192,7 +209,7 @@ def main(args: list[str] | None = None):
     read_recipe(parser, args)  # its values become the defaults: a flag on the command line always wins
     model_args, data_args, masking_args, training_args = parser.parse_args_into_dataclasses(args=args)
     setup_logging(training_args)
-    validate_arguments(model_args, masking_args, training_args)
+    validate_arguments(model_args, data_args, masking_args, training_args)
     last_checkpoint = detect_last_checkpoint(training_args, data_args.overwrite_output_dir)
     transformers.set_seed(training_args.seed)
     model = build_model(model_args)  # before the data: a bad config fails in seconds
@@ -206,8 +223,9 @@ def main(args: list[str] | None = None):
             data_args, training_args.seed, model_args.cache_dir, model_args.token, needs_labels=False
         )
     kwargs = {"image_processor": image_processor, "masking_args": masking_args, "image_size": model_args.image_size}
+    dataset_class = StreamingMaskedImageDataset if data_args.streaming else MaskedImageDataset
     splits = {
-        split: MaskedImageDataset(dataset[split], data_args.image_column_name, seed=training_args.seed, train=split == "train", **kwargs)
+        split: dataset_class(dataset[split], data_args.image_column_name, seed=training_args.seed, train=split == "train", **kwargs)
         for split in ("train", "validation")
         if split in dataset
     }  # fmt: skip
@@ -216,7 +234,9 @@ def main(args: list[str] | None = None):
     logger.info(
         f"model vision_bigbird ({model.num_parameters() / 1e6:.2f}M parameters), {model_args.image_size}x"
         f"{model_args.image_size} crops, mask patch {masking_args.mask_patch_size}, mask ratio {masking_args.mask_ratio}; "
-        + ", ".join(f"{split} {len(data)}" for split, data in splits.items())
+        + ", ".join(
+            f"{split} {len(data) if hasattr(data, '__len__') else 'streamed'}" for split, data in splits.items()
+        )
     )
 
     training_args.remove_unused_columns = False  # the image column becomes pixel_values in the dataset
@@ -231,7 +251,8 @@ def main(args: list[str] | None = None):
         data_collator=collate,
     )
     if training_args.do_train:
-        trainer.add_callback(EpochCallback(splits["train"]))
+        if not data_args.streaming:
+            trainer.add_callback(EpochCallback(splits["train"]))
         train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint or last_checkpoint)
         trainer.save_model()
         trainer.save_state()
@@ -246,8 +267,9 @@ def main(args: list[str] | None = None):
     held_out = "test" if "test" in dataset else "validation"
     if masking_args.plot_reconstructions and trainer.is_world_process_zero() and held_out in dataset:
         plot_dataset = MaskedImageDataset(
-            dataset[held_out], data_args.image_column_name, seed=training_args.seed, train=False, **kwargs
-        )
+            Dataset.from_list(list(dataset[held_out].take(8))) if data_args.streaming else dataset[held_out],
+            data_args.image_column_name, seed=training_args.seed, train=False, **kwargs,
+        )  # fmt: skip
         plot_reconstructions(trainer.model, plot_dataset, image_processor, masking_args.plot_reconstructions)
     card = {"finetuned_from": model_args.model_name_or_path, "tasks": "masked-image-modeling"}
     card |= {"dataset": data_args.dataset_name or "imagefolder", "tags": ["masked-image-modeling", "vision_bigbird"]}

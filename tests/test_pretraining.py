@@ -85,6 +85,16 @@ def test_fine_tuning_loads_every_encoder_tensor(pretrained):
 
 
 @pytest.mark.slow
+def test_streaming_trains_from_a_folder(tmp_path):
+    folder = make_image_folder(tmp_path / "images", images_per_class=4, seed=2)
+    args = [*MODEL_ARGS, "--train_dir", str(folder), "--streaming", "--output_dir", str(tmp_path / "run")]
+    args += ["--image_size", "32", "--mask_patch_size", "8", "--per_device_train_batch_size", "4", "--do_train"]
+    args += ["--max_steps", "2", "--report_to", "none"]
+    run(SCRIPT, args, tmp_path)
+    assert read_json(tmp_path / "run" / "all_results.json")["train_loss"] > 0
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
@@ -96,6 +106,7 @@ def test_fine_tuning_loads_every_encoder_tensor(pretrained):
         (["--mask_ratio", "1.0"], "--mask_ratio 1.0 must be in (0, 1)"),
         (["--mask_rat", "0.5"], "not used by the HfArgumentParser: ['--mask_rat'"),  # abbreviations are refused
         (["--recipe", "simmin"], "--recipe simmin: no such recipe"),
+        (["--streaming", "--max_steps", "-1"], "--streaming needs --dataset_name or --train_dir"),
     ],
 )
 def test_bad_values_are_named(tmp_path, flags, message):
