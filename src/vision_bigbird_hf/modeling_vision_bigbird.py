@@ -546,8 +546,10 @@ def adaptive_avg_pool_tokens(hidden_states: torch.Tensor, height: int, width: in
     of adaptive pooling would bake in the traced input size."""
     rows = adaptive_pool_matrix(height, pool_size, hidden_states.device, hidden_states.dtype)  # (pool, H)
     cols = adaptive_pool_matrix(width, pool_size, hidden_states.device, hidden_states.dtype)  # (pool, W)
+    # two matmuls on views of the token map as it lies in memory (an einsum permutes and copies all of it)
     grid = hidden_states.unflatten(1, (height, width))  # (B, H, W, C)
-    pooled = torch.einsum("ph,bhwc,qw->bpqc", rows, grid, cols)  # (B, pool, pool, C)
+    pooled_cols = torch.matmul(cols, grid).flatten(2)  # (B, H, pool*C)
+    pooled = torch.matmul(rows, pooled_cols).unflatten(-1, (pool_size, hidden_states.shape[-1]))  # (B, pool, pool, C)
     return pooled.flatten(1, 2)  # (B, P, C)
 
 
