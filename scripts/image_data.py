@@ -198,6 +198,20 @@ class EpochCallback(transformers.TrainerCallback):
         self.dataset.set_epoch(math.floor(state.epoch or 0))
 
 
+def stream_rows(dataset, endless: bool):
+    """Rows of a streamed split as (seed key, row), the key (pass, dataloader worker, position): `endless` (training)
+    cycles the stream, one endless epoch of --max_steps, reshuffled at each pass; a resume re-reads it to the same
+    keys."""
+    worker_id = getattr(torch.utils.data.get_worker_info(), "id", 0)  # None in the main process
+    for pass_index in itertools.count() if endless else [0]:
+        dataset.set_epoch(pass_index)  # reshuffles shards and buffer with seed + pass
+        position = -1
+        for position, row in enumerate(dataset):
+            yield (pass_index, worker_id, position), row
+        if position == -1:
+            return  # this worker's share of the stream is empty
+
+
 class SeededImageDataset(torch.utils.data.Dataset):
     """A `datasets` split of images -> `self.example(image, sample_seed)` per sample ((H, W, 3) uint8 RGB in, None for
     an unreadable image, warned), the seed derived from (seed, epoch, index): the same pixels on any process, worker
@@ -228,27 +242,20 @@ class SeededImageDataset(torch.utils.data.Dataset):
 
 
 class StreamingSeededImageDataset(torch.utils.data.IterableDataset):
-    """The streamed twin of `SeededImageDataset`: `endless` (training) cycles the stream, one endless epoch of
-    --max_steps; example i of pass p in dataloader worker w is seeded by (seed, p, w, i), so a resume re-reads the
-    stream to the same pixels."""
+    """The streamed twin of `SeededImageDataset`: each example seeded by its `stream_rows` key, (seed, pass, worker,
+    position)."""
 
     def __init__(self, dataset, image_column: str, seed: int, endless: bool):
         self.dataset = dataset.cast_column(image_column, datasets.Image(decode=False))
         self.image_column, self.seed, self.endless = image_column, seed, endless
 
     def __iter__(self):
-        worker_id = getattr(torch.utils.data.get_worker_info(), "id", 0)  # None in the main process
-        for pass_index in itertools.count() if self.endless else [0]:
-            self.dataset.set_epoch(pass_index)  # reshuffles shards and buffer with seed + pass
-            position = -1
-            for position, row in enumerate(self.dataset):
-                image, error, name = try_decode_rgb(row[self.image_column], "stream", position)
-                if error:
-                    logger.warning(f"Skipping unreadable image {name}: {error}")
-                    continue
-                yield self.example(image, derived_seed(self.seed, pass_index, worker_id, position))
-            if position == -1:
-                return  # this worker's share of the stream is empty
+        for key, row in stream_rows(self.dataset, self.endless):
+            image, error, name = try_decode_rgb(row[self.image_column], "stream", key[-1])
+            if error:
+                logger.warning(f"Skipping unreadable image {name}: {error}")
+                continue
+            yield self.example(image, derived_seed(self.seed, *key))
 
     def example(self, image: np.ndarray, sample_seed: int) -> dict:
         raise NotImplementedError
@@ -310,17 +317,12 @@ class StreamingImageClassificationDataset(ImageExamples, torch.utils.data.Iterab
     worker w seeded by (seed, p, w, i): a resume re-reads the stream to the same pixels."""
 
     def __iter__(self):
-        worker_id = getattr(torch.utils.data.get_worker_info(), "id", 0)  # None in the main process
-        for pass_index in itertools.count() if self.train_transform is not None else [0]:
-            self.dataset.set_epoch(pass_index)  # reshuffles shards and buffer with seed + pass
-            position = -1
-            for position, example in enumerate(self.dataset):
-                rows = {name: [value] for name, value in example.items()}  # a batch of one
-                [result] = self.examples(rows, [position], [(pass_index, worker_id, position)])
-                if result is not None:
-                    yield result
-            if position == -1:
-                return  # this worker's share of the stream is empty
+        for key, row in stream_rows(self.dataset, endless=self.train_transform is not None):
+            [result] = self.examples(
+                {name: [value] for name, value in row.items()}, [key[-1]], [key]
+            )  # a batch of one
+            if result is not None:
+                yield result
 
 
 class ImageCollator:
