@@ -14,6 +14,7 @@ local `datasets` dataset in the example's cppe-5 format (image, image_id, object
 import dataclasses
 import json
 import logging
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -156,6 +157,31 @@ def read_coco_split(data_dir: str, folder: str, split: str) -> Dataset:
     return Dataset.from_list(list(records.values()), features=features)
 
 
+def check_hub_boxes(split: Dataset, where: str):
+    """The boxes of a `--dataset_name` split, read before training without decoding an image: a box that is not four
+    finite numbers is an error naming its row and image_id; boxes empty (skipped by the transform) or leaving the
+    image (clipped; known when the split has width and height columns, as cppe-5 has) are warned, naming image_ids."""
+    columns = [column for column in ("image_id", "objects", "width", "height") if column in split.column_names]
+    empty, leaving = [], []
+    for index, row in enumerate(split.select_columns(columns)):
+        objects = row["objects"]  # a dict of lists (cppe-5) or a list of dicts
+        for box in objects["bbox"] if isinstance(objects, dict) else [item["bbox"] for item in objects]:
+            if len(box) != 4 or not all(isinstance(value, (int, float)) and math.isfinite(value) for value in box):
+                raise InvalidArgument(
+                    f"{where} row {index} (image_id {row.get('image_id')}): bbox {box} is not four finite numbers "
+                    "[x, y, width, height]"
+                )
+            x, y, width, height = box
+            if width <= 0 or height <= 0:
+                empty.append(row.get("image_id"))
+            elif "width" in row and (x < 0 or y < 0 or x + width > row["width"] or y + height > row["height"]):
+                leaving.append(row.get("image_id"))
+    for image_ids, what in ((empty, "empty boxes, skipped"), (leaving, "boxes leaving the image, clipped")):
+        if image_ids:
+            shown = ", ".join(str(image_id) for image_id in image_ids[:5]) + (", ..." if len(image_ids) > 5 else "")
+            logger.warning(f"{where}: {len(image_ids)} {what} (image_id {shown})")
+
+
 def load_detection_dataset(data_args: DataTrainingArguments, seed: int, cache_dir: str | None) -> DatasetDict:
     if data_args.data_dir is not None:
         splits = {split: read_coco_split(data_args.data_dir, folder, split) for split, folder in COCO_SPLITS.items()}
@@ -173,6 +199,8 @@ def load_detection_dataset(data_args: DataTrainingArguments, seed: int, cache_di
             raise InvalidArgument(
                 f"{data_args.dataset_name or data_args.data_dir} {name}: no {sorted(missing)} columns"
             )
+        if data_args.data_dir is None:  # read_coco_split has checked a COCO folder's boxes against its images
+            check_hub_boxes(split, f"{data_args.dataset_name} {name}")
     for name, limit in (("train", data_args.max_train_samples), ("validation", data_args.max_eval_samples)):
         if limit is not None:
             dataset[name] = dataset[name].select(range(min(limit, len(dataset[name]))))
